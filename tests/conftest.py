@@ -1,0 +1,36 @@
+"""Shared fixtures: seeded randomness and a tiny 3D network that builds in milliseconds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
+class TinySegNet(nn.Module):
+    """Two 3x3x3 convolutions and a 1x1x1 head: enough structure for engine and inference tests."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 3, width: int = 4):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv3d(in_channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv3d(width, width, 3, padding=1),
+            nn.ReLU(),
+        )
+        self.head = nn.Conv3d(width, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+@pytest.fixture
+def tiny_segnet() -> TinySegNet:
+    return TinySegNet().eval()
