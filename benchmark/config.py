@@ -1,0 +1,471 @@
+"""Structured configs of ``conf/``: one dataclass per group, registered in Hydra's ConfigStore.
+
+Every option file of a group extends its schema explicitly through its defaults list
+(``- /schema/precision@_here_``), and the primary config extends :class:`Config`, so an unknown
+key or a wrong type fails at compose time with the key's full name. Cross-field rules that a
+schema cannot express (``granularity=adaptive`` with ``precision=fp16``, calibrating on the test
+split, ...) are checked by :func:`validate` before any work starts.
+
+Schemas live in the ``schema`` group (``/schema/<group>``) rather than beside the options, so
+that ``glob(*)`` sweeps and ``--help`` list only real options.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from benchmark.data.config import DataConfig
+from benchmark.deploy.config import DeployConfig
+
+try:
+    from benchmark.analysis.config import SensitivityConfig
+except ImportError:  # the sensitivity analysis is an optional part of the package
+    SensitivityConfig = None
+
+__all__ = [
+    "FLOAT_PRECISIONS",
+    "GROUP_SCHEMAS",
+    "GRANULARITIES",
+    "OBSERVERS",
+    "TASKS",
+    "AlgorithmConfig",
+    "CalibrationConfig",
+    "Config",
+    "ConfigError",
+    "EvaluationConfig",
+    "GranularityConfig",
+    "InferenceConfig",
+    "ModelConfig",
+    "ObserverConfig",
+    "PathsConfig",
+    "PrecisionConfig",
+    "ReportConfig",
+    "RunConfig",
+    "bits",
+    "hashed_point",
+    "is_float",
+    "register_configs",
+    "run_name",
+    "sweep_subdir",
+    "validate",
+]
+
+TASKS = ("evaluate", "sensitivity", "deploy")
+#: Floating-point precisions and their (weight, activation) bits; they have no scales to choose.
+FLOAT_PRECISIONS = {"fp32": 32, "fp16": 16, "bf16": 16}
+GRANULARITIES = ("none", "per_tensor", "per_channel_token", "adaptive")
+OBSERVERS = ("none", "minmax", "moving_average", "percentile", "mse")
+FAMILIES = ("cnn", "hybrid", "transformer")
+CHECKPOINT_FORMATS = (
+    "auto",
+    "nnunet",
+    "stunet",
+    "monai",
+    "monai_bundle",
+    "medformer",
+    "state_dict",
+)
+_INT_PRECISION = re.compile(r"^w(\d+)a(\d+)$")
+
+
+class ConfigError(ValueError):
+    """A composed config that cannot be run; the message names the key(s) and what to do."""
+
+
+@dataclass
+class PrecisionConfig:
+    """``conf/precision/<name>.yaml``: ``fp32``, ``fp16``, ``bf16`` or ``wNaM`` (e.g. ``w4a8``)."""
+
+    name: str = MISSING
+
+
+@dataclass
+class GranularityConfig:
+    """``conf/granularity/<name>.yaml``: how many scales a quantized tensor gets.
+
+    ``per_tensor``: one scale per weight and per activation tensor. ``per_channel_token``:
+    weights one per output channel (Conv3d ``[Cout, Cin, k, k, k]`` -> ``Cout`` scales),
+    convolution activations one per input channel (``[B, C, D, H, W]`` -> ``C``), linear and
+    attention activations one per token (``[B, N, C]`` -> ``N``). ``adaptive``: per-voxel
+    activation scales for 1x1x1 convolutions (``D*H*W``), per-channel/token elsewhere.
+    ``none``: floating-point precisions.
+    """
+
+    name: str = MISSING
+
+
+@dataclass
+class ObserverConfig:
+    """``conf/observer/<name>.yaml``: how calibration batches become activation ranges.
+
+    Fields other than ``name`` are handed to :class:`benchmark.quant.QuantSpec` by name.
+    """
+
+    name: str = MISSING
+    percentile: float = 99.99
+    averaging_constant: float = 0.01
+    mse_grid: int = 20
+    mse_min_ratio: float = 0.2
+
+
+@dataclass
+class AlgorithmConfig:
+    """``conf/algorithm/<name>.yaml``: the post-training quantization algorithm."""
+
+    name: str = "none"
+
+
+@dataclass
+class CalibrationConfig:
+    """``conf/calibration/<name>.yaml``: ``n`` ROI-size patches (``batch_size`` per batch) drawn
+    with ``seed`` from the ``split`` split (train or val; never test)."""
+
+    name: str = MISSING
+    n: int = 16
+    split: str = "train"
+    seed: int = 0
+    batch_size: int = 1
+
+
+@dataclass
+class InferenceConfig:
+    """``conf/inference/<name>.yaml``: sliding-window prediction settings.
+
+    ``roi_size`` ``[D, H, W]`` voxels (``null`` = the model's ``patch_size``); ``overlap`` in
+    [0, 1); ``device`` ``cpu`` or ``cuda[:i]``; ``amp`` CUDA autocast; ``mode`` gaussian|constant.
+    """
+
+    name: str = MISSING
+    roi_size: list[int] | None = None
+    overlap: float = 0.5
+    sw_batch_size: int = 2
+    device: str = "cpu"
+    amp: bool = False
+    mode: str = "gaussian"
+
+
+@dataclass
+class ModelConfig:
+    """``conf/model/<name>.yaml`` (contract of :mod:`benchmark.models`)."""
+
+    name: str = MISSING
+    display_name: str = MISSING
+    framework: str = MISSING
+    family: str = MISSING
+    published_params_m: float | None = None
+    patch_size: list[int] = MISSING
+    net: Any = MISSING
+    checkpoint: str | None = None
+    checkpoint_format: str = "auto"
+
+
+@dataclass
+class EvaluationConfig:
+    """What is scored: ``max_cases`` cases (``null`` = all) of ``split``; NSD at
+    ``tolerance_mm``; ECE/Brier when ``probability_metrics``; agreement with the FP32
+    prediction (``reference=fp32`` rows) when ``fp32_agreement``."""
+
+    split: str = "test"
+    max_cases: int | None = None
+    tolerance_mm: float = 2.0
+    probability_metrics: bool = True
+    fp32_agreement: bool = True
+
+
+@dataclass
+class PathsConfig:
+    """``results_dir``: tidy results (``<results_dir>/<experiment>/``); ``log_dir``: Hydra's
+    output dirs; ``cache_dir``: FP32 predictions and calibration ranges (``null`` =
+    ``$MEDQBENCH_CACHE`` or ``~/.cache/medqbench``). Relative paths are taken from the launch
+    directory (``hydra.job.chdir`` stays False)."""
+
+    results_dir: str = "results"
+    log_dir: str = "outputs"
+    cache_dir: str | None = None
+
+
+@dataclass
+class RunConfig:
+    """Job behaviour that does not change results (excluded from the config hash)."""
+
+    skip_existing: bool = True
+    progress: bool = True
+
+
+@dataclass
+class ReportConfig:
+    """What the end of a sweep prints or draws (excluded from the config hash)."""
+
+    table: bool = True
+    format: str = "md"
+    plot: bool = False
+
+
+@dataclass
+class Config:
+    """Primary config (``conf/config.yaml``)."""
+
+    task: str = "evaluate"
+    experiment_name: str = "adhoc"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    granularity: GranularityConfig = field(default_factory=GranularityConfig)
+    observer: ObserverConfig = field(default_factory=ObserverConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    quant: dict[str, Any] = field(default_factory=dict)
+    checkpoints: dict[str, Any] = field(default_factory=dict)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    sensitivity: Any = None
+    deploy: DeployConfig | None = None
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+
+GROUP_SCHEMAS = {
+    "precision": PrecisionConfig,
+    "granularity": GranularityConfig,
+    "observer": ObserverConfig,
+    "algorithm": AlgorithmConfig,
+    "calibration": CalibrationConfig,
+    "inference": InferenceConfig,
+    "model": ModelConfig,
+    "data": DataConfig,
+    "deploy": DeployConfig,
+}
+if SensitivityConfig is not None:
+    GROUP_SCHEMAS["sensitivity"] = SensitivityConfig
+
+
+_SUBDIR_SKIP = ("hydra", "experiment=", "paths.", "run.", "report.")
+
+
+def sweep_subdir(overrides: Any) -> str:
+    """Folder name of a sweep job from its own overrides (``hydra.sweep.subdir``).
+
+    ``["precision=w8a8", "model=tiny_nnunet"]`` -> ``model=tiny_nnunet,precision=w8a8``: the
+    model first, then the other group choices, then value overrides (``calibration.n=32``),
+    each sorted; without ``hydra*``, ``experiment=`` and the keys that do
+    not change results (``paths.*``, ``run.*``, ``report.*``); ``/`` replaced by ``_``. Names
+    over 200 characters are cut and end in a hash of the whole, so they stay unique.
+    """
+    items = sorted(
+        str(o).replace("/", "_")
+        for o in overrides
+        if not str(o).lstrip("+~").startswith(_SUBDIR_SKIP)
+    )
+    items.sort(key=lambda item: (not item.startswith("model="), "." in item.split("=")[0]))
+    name = ",".join(items) or "default"
+    if len(name) > 200:
+        name = name[:180] + "-" + hashlib.sha256(name.encode()).hexdigest()[:12]
+    return name
+
+
+def register_configs() -> None:
+    """Store the schemas (``/schema/<group>`` for option files, ``medqbench_schema`` for the
+    primary config) and the ``medqbench_subdir`` resolver. Idempotent; runs on import."""
+    OmegaConf.register_new_resolver("medqbench_subdir", sweep_subdir, replace=True)
+    store = ConfigStore.instance()
+    store.store(name="medqbench_schema", node=Config)
+    for group, schema in GROUP_SCHEMAS.items():
+        store.store(group="schema", name=group, node=schema)
+
+
+register_configs()
+
+
+def is_float(precision: str) -> bool:
+    """Whether ``precision`` is a floating-point precision (no quantization scales)."""
+    return precision in FLOAT_PRECISIONS
+
+
+def bits(precision: str) -> tuple[int, int]:
+    """``(w_bits, a_bits)`` of a precision string.
+
+    Raises:
+        ConfigError: ``precision`` is neither a float precision nor ``wNaM`` with 2..16 bits.
+    """
+    if precision in FLOAT_PRECISIONS:
+        return FLOAT_PRECISIONS[precision], FLOAT_PRECISIONS[precision]
+    match = _INT_PRECISION.match(precision)
+    if not match or not all(2 <= int(b) <= 16 for b in match.groups()):
+        raise ConfigError(
+            f"precision.name={precision!r} is not one of {sorted(FLOAT_PRECISIONS)} or 'wNaM' "
+            "with N, M in 2..16 bits (e.g. w8a8, w4a8)"
+        )
+    return int(match.group(1)), int(match.group(2))
+
+
+def validate(cfg: DictConfig, in_sweep: bool = False) -> DictConfig:
+    """Check a composed config before any work and return the config the run uses.
+
+    The schema (:class:`Config`) is applied again, so configs not built by Hydra's compose get
+    the same key and type checks. In a sweep, a floating-point precision crossed with the
+    granularity axis is collapsed to ``granularity=none`` (all such jobs share one config hash,
+    so the point runs once); outside a sweep the combination is an error.
+
+    Args:
+        cfg: the composed config (a ``hydra`` node, if present, is kept as is).
+        in_sweep: whether the job is one of a multirun's cross product.
+
+    Returns:
+        A validated copy (read-only nodes are not modified in place).
+
+    Raises:
+        ConfigError: naming the offending key(s), the value and the allowed values.
+    """
+    # a plain copy, so nodes already typed (and widened by `+key=` overrides) are checked again
+    body = {
+        k: OmegaConf.to_container(cfg[k]) if OmegaConf.is_config(cfg[k]) else cfg[k]
+        for k in cfg
+        if k != "hydra"
+    }
+    try:
+        checked = OmegaConf.merge(OmegaConf.structured(Config), body)
+        OmegaConf.to_container(checked, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None)
+        raise ConfigError(
+            f"invalid config at {key!r}: {exc.msg if hasattr(exc, 'msg') else exc}"
+        ) from exc
+    _check_choices(checked)
+    precision = checked.precision.name
+    w_bits, a_bits = bits(precision)
+    granularity = checked.granularity.name
+    if is_float(precision) and granularity != "none":
+        if not in_sweep:
+            raise ConfigError(
+                f"granularity={granularity} is impossible with precision={precision}: "
+                "floating-point precisions have no quantization scales; use granularity=none"
+            )
+        checked.granularity.name = "none"
+    if not is_float(precision):
+        if granularity == "none":
+            raise ConfigError(
+                f"precision={precision} needs a granularity (per_tensor, per_channel_token or "
+                "adaptive); granularity=none is for fp32/fp16/bf16 only"
+            )
+        if checked.observer.name == "none":
+            raise ConfigError(
+                f"precision={precision} needs an observer; observer=none is for floats"
+            )
+    _check_ranges(checked)
+    _check_owned(checked)
+    return checked
+
+
+def _check_choices(cfg: DictConfig) -> None:
+    choices = {
+        "task": (cfg.task, TASKS),
+        "granularity.name": (cfg.granularity.name, GRANULARITIES),
+        "observer.name": (cfg.observer.name, OBSERVERS),
+        "model.family": (cfg.model.family, FAMILIES),
+        "model.checkpoint_format": (cfg.model.checkpoint_format, CHECKPOINT_FORMATS),
+        "calibration.split": (cfg.calibration.split, ("train", "val")),
+        "evaluation.split": (cfg.evaluation.split, ("train", "val", "test")),
+        "inference.mode": (cfg.inference.mode, ("gaussian", "constant")),
+        "report.format": (cfg.report.format, ("md", "csv", "tex")),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not one of {list(allowed)}")
+    for key in ("experiment_name", "model.name", "precision.name", "algorithm.name"):
+        value = OmegaConf.select(cfg, key)
+        if not value or "/" in value:
+            raise ConfigError(f"{key}={value!r} must be a non-empty name without '/'")
+
+
+def _check_ranges(cfg: DictConfig) -> None:
+    for key, value in (
+        ("model.patch_size", cfg.model.patch_size),
+        ("inference.roi_size", cfg.inference.roi_size),
+    ):
+        if value is not None and (len(value) != 3 or any(int(v) < 1 for v in value)):
+            raise ConfigError(f"{key}={list(value)} must be three positive voxel counts [D, H, W]")
+    positive = {
+        "calibration.n": cfg.calibration.n,
+        "calibration.batch_size": cfg.calibration.batch_size,
+        "inference.sw_batch_size": cfg.inference.sw_batch_size,
+        "evaluation.tolerance_mm": cfg.evaluation.tolerance_mm,
+    }
+    if cfg.evaluation.max_cases is not None:
+        positive["evaluation.max_cases"] = cfg.evaluation.max_cases
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key}={value} must be > 0")
+    if not 0 <= cfg.inference.overlap < 1:
+        raise ConfigError(f"inference.overlap={cfg.inference.overlap} must be in [0, 1)")
+    if not 0 < cfg.observer.percentile <= 100:
+        raise ConfigError(f"observer.percentile={cfg.observer.percentile} must be in (0, 100]")
+    device = cfg.inference.device
+    if not re.match(r"^(cpu|cuda(:\d+)?)$", device):
+        raise ConfigError(f"inference.device={device!r} must be cpu, cuda or cuda:<index>")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"inference.device={device} but torch sees no CUDA device; use inference=default (cpu)"
+            )
+
+
+def _check_owned(cfg: DictConfig) -> None:
+    """Run the owners' own validation of the data, sensitivity and deploy nodes."""
+    try:
+        DataConfig.from_mapping(cfg.data)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    for key in ("sensitivity", "deploy"):
+        schema = GROUP_SCHEMAS.get(key)
+        if cfg.task == key and (cfg.get(key) is None or schema is None):
+            raise ConfigError(f"task={key} needs the {key} group (conf/{key}/default.yaml)")
+        if schema is not None and cfg.get(key) is not None:
+            try:
+                OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), cfg[key]))
+            except (ValueError, KeyError) as exc:
+                raise ConfigError(f"{key}: {exc}") from exc
+
+
+def hashed_point(cfg: DictConfig) -> dict[str, Any]:
+    """The part of a validated config that determines a run's results (input of the hash).
+
+    Paths, job behaviour, reporting and the experiment name are left out (they do not change
+    what is computed); so are the quantization groups for floating-point precisions, whose
+    runs do not depend on them, and the other tasks' groups.
+    """
+    keys = ["task", "seed", "model", "data", "precision", "inference", "evaluation", "quant"]
+    if not is_float(cfg.precision.name):
+        keys += ["granularity", "observer", "algorithm", "calibration"]
+    if cfg.task in ("sensitivity", "deploy"):
+        keys.append(cfg.task)
+    return {
+        k: OmegaConf.to_container(cfg[k], resolve=True)
+        if isinstance(cfg[k], DictConfig)
+        else cfg[k]
+        for k in keys
+    }
+
+
+def run_name(cfg: DictConfig, config_hash: str) -> str:
+    """Readable run id: ``[task-]model-precision[-granularity-observer-algorithm-nN]-hash10``."""
+    parts = [] if cfg.task == "evaluate" else [cfg.task]
+    parts += [cfg.model.name, cfg.precision.name]
+    if not is_float(cfg.precision.name):
+        parts += [
+            cfg.granularity.name,
+            cfg.observer.name,
+            cfg.algorithm.name,
+            f"n{cfg.calibration.n}",
+        ]
+    return "-".join(parts + [config_hash[:10]])

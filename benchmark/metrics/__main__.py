@@ -1,0 +1,7 @@
+"""``python -m benchmark.metrics PRED GT [--tolerance MM] [--json]``."""
+
+from __future__ import annotations
+
+from benchmark.metrics.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,105 @@
+"""File caches shared by the jobs of a sweep: FP32 predictions and calibration ranges.
+
+Entries are keyed by the sha256 of everything that determines them (model config and weights,
+dataset config, inference or quantization settings), so an entry is valid for every sweep and
+experiment that asks for the same thing. Parallel workers (joblib, SLURM array tasks) may ask for
+the same entry at once: each entry is computed under an inter-process file lock (``filelock``;
+released by the OS when a process dies, so a killed job leaves no stale lock) and written to a
+temporary name, then renamed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from filelock import FileLock
+
+from benchmark.results import atomic_write_bytes, config_hash
+
+__all__ = [
+    "cache_root",
+    "checkpoint_fingerprint",
+    "entry_key",
+    "load_labels",
+    "locked",
+    "save_labels",
+]
+
+
+def cache_root(cache_dir: str | None) -> Path:
+    """The cache folder: ``cache_dir``, else ``$MEDQBENCH_CACHE``, else ``~/.cache/medqbench``."""
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("MEDQBENCH_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "medqbench"
+
+
+def entry_key(*parts: Any) -> str:
+    """Cache key (24 hex characters) of JSON-serialisable parts, e.g. configs as dicts."""
+    return config_hash({"parts": list(parts)})[:24]
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive inter-process lock on ``path`` for the ``with`` body.
+
+    The lock file is ``<folder>/.locks/<name>.lock``, out of the way of globs over the folder.
+    """
+    path = Path(path)
+    lock_path = path.parent / ".locks" / f"{path.name}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(lock_path):
+        yield
+
+
+def checkpoint_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Identity of a weights file or folder (nnU-Net trained-model folders) for cache keys.
+
+    Files: path, size, mtime and a hash of the first MiB. Hashing whole multi-GB checkpoints
+    (STU-Net-H) would cost more than many cache hits save; size plus mtime plus the leading
+    bytes catches replaced or retrained files in practice. Folders: the same for every file.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (named in the message).
+    """
+    path = Path(path).expanduser().resolve()
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; check model.checkpoint")
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        return {"path": str(path), "files": [_file_identity(p, path) for p in files]}
+    return {"path": str(path), **_file_identity(path, path.parent)}
+
+
+def _file_identity(path: Path, root: Path) -> dict[str, Any]:
+    stat = path.stat()
+    with open(path, "rb") as fh:
+        head = hashlib.sha256(fh.read(1 << 20)).hexdigest()
+    return {
+        "name": str(path.relative_to(root)),
+        "bytes": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "head": head,
+    }
+
+
+def save_labels(path: str | os.PathLike[str], labels: np.ndarray) -> Path:
+    """Atomically store an integer label map (``[D, H, W]``) as a compressed ``.npz``."""
+    import io
+
+    buffer = io.BytesIO()
+    dtype = np.uint8 if labels.max(initial=0) < 256 and labels.min(initial=0) >= 0 else np.int32
+    np.savez_compressed(buffer, labels=labels.astype(dtype))
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_labels(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a label map written by :func:`save_labels`."""
+    with np.load(path) as archive:
+        return archive["labels"]

@@ -1,0 +1,291 @@
+"""Fake quantizers for one operand: an activation (calibrated or dynamic) and a weight (cached).
+
+Lifecycle of a static activation quantizer (torch.ao's observe -> freeze -> evaluate, without its
+flag buffers): ``quantize`` creates it empty; ``calibrate`` switches it to observing, runs the
+batches (values pass through unquantized, so every layer sees float inputs while ranges are
+collected) and freezes the ranges into ``scale``/``zero_point`` buffers; from then on each
+forward is one fused fake-quantize op. Running it before calibration raises
+:class:`~benchmark.quant.errors.UncalibratedError`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from benchmark.quant.errors import NonFiniteError, UncalibratedError
+from benchmark.quant.granularity import Granularity
+from benchmark.quant.observers import RangeObserver, estimate_range, resolve_mapping
+from benchmark.quant.primitives import (
+    choose_qparams,
+    dequantize_codes,
+    fake_quantize,
+    quant_range,
+    quantize_codes,
+)
+
+__all__ = ["ActivationQuantizer", "WeightQuantizer", "check_finite"]
+
+# Output buffers of layer-input quantizers, one per (shape, dtype, device, inference mode).
+# A quantized layer input is dead once the layer's convolution/matmul returns, so consecutive
+# layers can share one buffer per shape; reusing it avoids a fresh allocation per layer, which on
+# CPU costs page faults for every tensor above glibc's 32 MiB mmap threshold (about a third of
+# the fake-quant overhead). Used only without autograd; bounded to a few shapes.
+_SCRATCH: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+_SCRATCH_MAX = 16
+
+
+def _scratch_like(x: torch.Tensor) -> torch.Tensor:
+    key = (tuple(x.shape), x.dtype, x.device, torch.is_inference_mode_enabled())
+    buffer = _SCRATCH.pop(key, None)
+    if buffer is None:
+        buffer = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    _SCRATCH[key] = buffer
+    while len(_SCRATCH) > _SCRATCH_MAX:
+        _SCRATCH.popitem(last=False)
+    return buffer
+
+
+def check_finite(x: torch.Tensor, what: str) -> None:
+    """Raise :class:`NonFiniteError` naming ``what`` if ``x`` holds NaN or Inf."""
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise NonFiniteError(
+            f"{what} holds {bad} NaN/Inf value(s) out of {x.numel()}; clean the input data or the "
+            "checkpoint (NaN weights usually mean a diverged or partially loaded model)"
+        )
+
+
+class ActivationQuantizer(nn.Module):
+    """Fake-quantizes one activation operand.
+
+    Args:
+        bits: grid bits, 2..16.
+        granularity: which dims share a scale.
+        mapping: ``auto``, ``symmetric`` or ``asymmetric`` (see ``benchmark.quant.primitives``).
+        dynamic: compute the range of each input sample at run time instead of calibrating.
+        observer: ``minmax``, ``moving_average``, ``percentile`` or ``mse``.
+        observer_options: keyword options of :class:`RangeObserver` (percentile, ...).
+        label: fully qualified operand name used in error messages.
+    """
+
+    def __init__(
+        self,
+        bits: int,
+        granularity: Granularity,
+        mapping: str,
+        dynamic: bool,
+        observer: str,
+        observer_options: dict | None = None,
+        label: str = "",
+    ) -> None:
+        super().__init__()
+        self.bits = bits
+        self.granularity = granularity
+        self.mapping = mapping
+        self.dynamic = dynamic
+        self.observer_kind = observer
+        self.observer_options = dict(observer_options or {})
+        self.label = label
+        self.reuse_output = False
+        self.resolved_mapping: str | None = None
+        self._per_tensor: tuple[float, int] | None = None
+        self.qmin: int | None = None
+        self.qmax: int | None = None
+        self.register_buffer("scale", None)
+        self.register_buffer("zero_point", None)
+        self.register_buffer("lo", None)
+        self.register_buffer("hi", None)
+        self._observer: RangeObserver | None = None
+
+    @property
+    def calibrated(self) -> bool:
+        """True when static ranges are present (dynamic quantizers need none)."""
+        return self.dynamic or self.scale is not None
+
+    @property
+    def scheme(self) -> str:
+        """Short description, e.g. ``per_voxel/dynamic/auto``."""
+        mode = "dynamic" if self.dynamic else "static"
+        mapping = self.resolved_mapping or self.mapping
+        return f"{self.granularity.name}/{mode}/{mapping}"
+
+    def start_observing(self) -> None:
+        """Begin collecting ranges; inputs pass through unquantized."""
+        if not self.dynamic:
+            self._observer = RangeObserver(
+                self.observer_kind,
+                self.granularity,
+                bits=self.bits,
+                mapping=self.mapping,
+                **self.observer_options,
+            )
+
+    def finish_observing(self) -> None:
+        """Freeze the collected ranges into ``scale``/``zero_point``."""
+        observer, self._observer = self._observer, None
+        if observer is None or self.dynamic:
+            return
+        if observer.num_batches == 0:
+            # Not reached by the batches (e.g. an unused deep-supervision head): it stays
+            # uncalibrated and raises only if it is ever run.
+            return
+        lo, hi, mapping = observer.result()
+        self.set_range(lo, hi, mapping)
+
+    def set_range(self, lo: torch.Tensor, hi: torch.Tensor, mapping: str) -> None:
+        """Set static ranges directly (used by ``calibrate`` and ``load_ranges``)."""
+        scale, zero_point, qmin, qmax = choose_qparams(lo, hi, self.bits, mapping)
+        device = lo.device
+        self.scale, self.zero_point = scale.to(device), zero_point.to(device)
+        self.qmin, self.qmax, self.resolved_mapping = qmin, qmax, mapping
+        # Python scalars for the per-tensor case: no tensor broadcasting or device sync per call
+        self._per_tensor = (float(scale), int(zero_point)) if scale.numel() == 1 else None
+        self.lo, self.hi = lo.detach().clone(), hi.detach().clone()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._observer is not None:
+            check_finite(x, f"calibration activation at {self.label}")
+            self._observer.update(x)
+            return x
+        if self.dynamic:
+            return self._dynamic(x)
+        if self.scale is None:
+            raise UncalibratedError(
+                f"{self.label}: static activation ranges are missing; run "
+                "benchmark.quant.calibrate(qmodel, batches) or load_ranges(qmodel, path) first, "
+                "or build the spec with dynamic=True"
+            )
+        if self.scale.ndim != x.ndim or any(
+            s not in (1, n) for s, n in zip(self.scale.shape, x.shape, strict=True)
+        ):
+            raise ValueError(
+                f"{self.label}: static ranges of shape {tuple(self.scale.shape)} do not fit input "
+                f"{tuple(x.shape)}; static per-voxel/per-token ranges need inputs of the "
+                "calibration ROI size (use position_scales='dynamic' for other sizes)"
+            )
+        out = _scratch_like(x) if self.reuse_output and not torch.is_grad_enabled() else None
+        scale, zero_point = self._per_tensor or (self.scale, self.zero_point)
+        return fake_quantize(x, scale, zero_point, self.qmin, self.qmax, out=out)
+
+    def _dynamic_params(self, x: torch.Tensor) -> tuple:
+        """Per-sample ranges; ``auto`` picks the unsigned grid per sample whose min is >= 0."""
+        dims = self.granularity.scale_dims(x.ndim, dynamic=True)
+        kind = "minmax" if self.observer_kind == "moving_average" else self.observer_kind
+        options = {k: v for k, v in self.observer_options.items() if k != "averaging_constant"}
+        if self.mapping != "auto":
+            lo, hi = estimate_range(x, dims, kind, bits=self.bits, mapping=self.mapping, **options)
+            return choose_qparams(lo, hi, self.bits, self.mapping)
+        mse_mapping = resolve_mapping("auto", float(x.min())) if kind == "mse" else "symmetric"
+        lo, hi = estimate_range(x, dims, kind, bits=self.bits, mapping=mse_mapping, **options)
+        sample_min = torch.amin(x.detach(), dim=tuple(range(1, x.ndim)), keepdim=True)
+        unsigned = sample_min >= 0
+        if bool(unsigned.all()) or not bool(unsigned.any()):
+            # one grid for the whole batch: scalar bounds allow the fused kernel
+            return choose_qparams(
+                lo, hi, self.bits, "unsigned" if bool(unsigned.all()) else "symmetric"
+            )
+        s_sym, zp, smin, smax = choose_qparams(lo, hi, self.bits, "symmetric")
+        s_uns, _, umin, umax = choose_qparams(lo, hi, self.bits, "unsigned")
+        scale = torch.where(unsigned, s_uns, s_sym)
+        qmin = torch.where(unsigned, float(umin), float(smin))
+        qmax = torch.where(unsigned, float(umax), float(smax))
+        return scale, zp, qmin, qmax
+
+    def _dynamic(self, x: torch.Tensor) -> torch.Tensor:
+        scale, zp, qmin, qmax = self._dynamic_params(x)
+        if isinstance(qmin, int):
+            return fake_quantize(x, scale, zp, qmin, qmax)
+        return dequantize_codes(quantize_codes(x, scale, zp, qmin, qmax), scale, zp)
+
+    def codes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(codes, scale, zero_point)`` of ``x`` such that ``(codes - zero_point) * scale``
+        equals ``forward(x)``; the input of integer kernels and of the tests."""
+        if self.dynamic:
+            scale, zp, qmin, qmax = self._dynamic_params(x)
+        elif self.scale is None:
+            raise UncalibratedError(f"{self.label}: no ranges; calibrate or load_ranges first")
+        else:
+            scale, zp, qmin, qmax = self.scale, self.zero_point, self.qmin, self.qmax
+        return quantize_codes(x, scale, zp, qmin, qmax), scale, zp
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, {self.scheme}"
+
+
+class WeightQuantizer(nn.Module):
+    """Fake-quantizes a weight once and caches the result until the weight changes.
+
+    The cache key is ``(data_ptr, version counter, device, dtype)`` of the weight, so in-place
+    edits, ``load_state_dict`` and ``.to(device)`` all trigger a recomputation; a forward costs
+    one tuple comparison otherwise.
+
+    Args:
+        bits: grid bits, 2..16.
+        granularity: ``PerTensor()`` or ``PerAxis(output channel axis)``.
+        mapping: ``symmetric`` or ``asymmetric``.
+        observer: ``minmax`` or ``mse``.
+        label: fully qualified weight name used in error messages.
+
+    Attributes:
+        transforms: callables ``fn(weight) -> weight`` applied before quantization, in order:
+            the hook where weight-transforming PTQ algorithms (SmoothQuant scaling, rotations)
+            plug in. Changing the list clears the cache via :meth:`invalidate`.
+    """
+
+    def __init__(
+        self, bits: int, granularity: Granularity, mapping: str, observer: str, label: str = ""
+    ) -> None:
+        super().__init__()
+        self.bits = bits
+        self.granularity = granularity
+        self.mapping = mapping
+        self.observer_kind = observer
+        self.label = label
+        self.qmin, self.qmax = quant_range(bits, mapping)
+        self.transforms: list[Callable[[torch.Tensor], torch.Tensor]] = []
+        self._key: tuple | None = None
+        self._cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def invalidate(self) -> None:
+        """Drop the cached quantized weight."""
+        self._key, self._cache = None, None
+
+    def _refresh(self, weight: torch.Tensor) -> None:
+        key = (weight.data_ptr(), weight._version, weight.device, weight.dtype)
+        if key == self._key and self._cache is not None:
+            return
+        with torch.no_grad():
+            w = weight.detach()
+            for transform in self.transforms:
+                w = transform(w)
+            check_finite(w, f"weight {self.label}")
+            dims = self.granularity.scale_dims(w.ndim)
+            lo, hi = estimate_range(
+                w, dims, self.observer_kind, bits=self.bits, mapping=self.mapping
+            )
+            scale, zp, _, _ = choose_qparams(lo, hi, self.bits, self.mapping)
+            fq = fake_quantize(w.float().contiguous(), scale, zp, self.qmin, self.qmax)
+            codes = quantize_codes(w.float(), scale, zp, self.qmin, self.qmax)
+        self._cache = (fq.to(weight.dtype), codes, scale, zp)
+        self._key = key
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        self._refresh(weight)
+        return self._cache[0]
+
+    def codes(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(codes, scale, zero_point)`` of the current weight (for integer kernels and tests)."""
+        self._refresh(weight)
+        return self._cache[1], self._cache[2], self._cache[3]
+
+    @property
+    def scheme(self) -> str:
+        """Short description, e.g. ``per_axis0/static/symmetric``."""
+        return f"{self.granularity.name}/static/{self.mapping}"
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, {self.scheme}"

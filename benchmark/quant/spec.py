@@ -1,0 +1,249 @@
+"""``QuantSpec``: one point of the quantization sweep as a frozen, validated value.
+
+Every choice the published MedQuanBench definitions leave open is a field here, and
+:meth:`QuantSpec.to_dict` puts all of them into each result row. The defaults and why:
+
+- **Weights**: static, symmetric signed narrow grid (``weight_mapping="symmetric"``), min-max
+  range (``weight_observer="minmax"``): weights are known exactly, so nothing is estimated.
+- **Activations**: ``act_mapping="auto"`` uses the signed symmetric grid unless the calibrated
+  minimum of the tensor is >= 0 (inputs after ReLU, softmax outputs), where it uses the unsigned
+  grid ``[0, 2^b-1]``; both have zero point 0 and so stay integer-factorizable, and the unsigned
+  grid does not waste the sign bit on values that never occur. ``symmetric`` and ``asymmetric``
+  force one grid everywhere.
+- **Static vs dynamic**: per-tensor and per-channel activation ranges are static (calibrated
+  once, ``dynamic=False``). Per-position ranges (per voxel, per token) are dynamic by default
+  (``position_scales="dynamic"``): a voxel's range is a property of the input at that position,
+  not of the layer, and static per-voxel ranges estimated from a handful of calibration patches
+  clip unseen inputs (the per-voxel W8A8 drop in issue 7's probe). Dynamic per-voxel scales on a
+  1x1x1 conv and dynamic per-token scales on a linear layer are as integer-factorizable as static
+  ones (one scale per GEMM row). ``position_scales="static"`` keeps the naive calibrated variant
+  for the observer experiment.
+- **Operators** (see ``benchmark.quant.modules``): Conv2d/Conv3d, ConvTranspose2d/3d and Linear
+  (weights and inputs), and the two attention matmuls Q.K^T and A.V (all four operands) of
+  MONAI's SABlock and WindowAttention and of ``nn.MultiheadAttention``. Softmax, norms,
+  residual adds and pooling stay in float32.
+- **Float precisions**: ``fp16`` and ``bf16`` are a full cast of the model and its input (not
+  autocast): every op, normalisation and accumulation runs in the storage precision, which is what
+  a half-precision deployment does, and it is deterministic for a given device. On CPU both work in
+  torch 2.13 (fp16 convolutions are slow reference kernels, bf16 is fast).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+
+from benchmark.quant.errors import QuantSpecError
+
+__all__ = ["QuantSpec", "parse_precision", "SPEC_VERSION"]
+
+SPEC_VERSION = 1
+FLOAT_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+GRANULARITIES = ("per_tensor", "per_channel_token", "adaptive")
+OBSERVERS = ("minmax", "moving_average", "percentile", "mse")
+ACT_MAPPINGS = ("auto", "symmetric", "asymmetric")
+WEIGHT_MAPPINGS = ("symmetric", "asymmetric")
+POSITION_SCALES = ("dynamic", "static")
+_PRECISION_RE = re.compile(r"^w(\d+)a(\d+)$")
+
+
+def parse_precision(precision: str) -> tuple[int | None, int | None]:
+    """Bits of weights and activations from a precision string.
+
+    Args:
+        precision: ``fp32``, ``fp16``, ``bf16`` or ``wNaM`` with N, M in 2..16 (``w4a8``).
+
+    Returns:
+        ``(w_bits, a_bits)``; ``(None, None)`` for float precisions.
+
+    Raises:
+        QuantSpecError: the string does not parse or a bit width is outside 2..16.
+    """
+    text = str(precision).strip().lower()
+    if text in FLOAT_PRECISIONS:
+        return None, None
+    match = _PRECISION_RE.match(text)
+    if match is None:
+        raise QuantSpecError(
+            f"precision={precision!r} does not parse; use one of fp32, fp16, bf16 or wNaM "
+            "with N, M in 2..16 (e.g. w8a8, w4a8)"
+        )
+    w_bits, a_bits = int(match.group(1)), int(match.group(2))
+    for label, bits in (("weight", w_bits), ("activation", a_bits)):
+        if not 2 <= bits <= 16:
+            raise QuantSpecError(
+                f"precision={precision!r}: {label} bits {bits} is outside 2..16; pick N, M in 2..16"
+            )
+    return w_bits, a_bits
+
+
+def _check_choice(field: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise QuantSpecError(f"QuantSpec.{field}={value!r} is not one of {', '.join(allowed)}")
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """What to quantize and how; see the module docstring for the policy behind each default.
+
+    Args:
+        precision: ``fp32``, ``fp16``, ``bf16`` or ``wNaM`` (N weight bits, M activation bits).
+        granularity: ``per_tensor``, ``per_channel_token`` or ``adaptive``.
+        observer: activation range estimator: ``minmax``, ``moving_average``, ``percentile``
+            or ``mse``.
+        act_mapping: activation grid: ``auto`` (unsigned when calibrated min >= 0, else
+            symmetric), ``symmetric`` or ``asymmetric``.
+        weight_mapping: weight grid: ``symmetric`` or ``asymmetric``.
+        weight_observer: weight range estimator: ``minmax`` or ``mse``.
+        dynamic: compute every activation range per input sample at run time.
+        position_scales: per-voxel and per-token ranges: ``dynamic`` (default) or ``static``.
+        percentile: percentile of the ``percentile`` observer, in (50, 100].
+        averaging_constant: EMA weight of a new batch in the ``moving_average`` observer.
+        mse_grid: number of clipping ratios the ``mse`` observer tries.
+        mse_min_ratio: smallest clipping ratio (fraction of the min-max range) it tries.
+        large_kernel_per_voxel: with ``adaptive``, give convolutions with kernels larger than
+            1x1x1 per-voxel input scales too (one per kernel position once factorized).
+        quantize_attention: quantize the Q.K^T and A.V matmul operands.
+        include: fnmatch patterns of module names to quantize (empty: all).
+        exclude: fnmatch patterns of module names to keep in float32.
+        exclude_types: class names of modules to keep in float32 (e.g. ``ConvTranspose3d``).
+        keep_first_last: keep the first and the last quantizable layer (stem conv, segmentation
+            head) in float32.
+        integer_kernels: run integer-factorizable convs/linears on integer codes and apply the
+            scales outside (the GPU fast path); numerically equal to the plain path.
+
+    Example:
+        >>> spec = QuantSpec("w4a4", "adaptive", "percentile", percentile=99.9)
+        >>> spec.w_bits, spec.a_bits
+        (4, 4)
+    """
+
+    precision: str = "fp32"
+    granularity: str = "per_tensor"
+    observer: str = "minmax"
+    act_mapping: str = "auto"
+    weight_mapping: str = "symmetric"
+    weight_observer: str = "minmax"
+    dynamic: bool = False
+    position_scales: str = "dynamic"
+    percentile: float = 99.99
+    averaging_constant: float = 0.1
+    mse_grid: int = 20
+    mse_min_ratio: float = 0.2
+    large_kernel_per_voxel: bool = False
+    quantize_attention: bool = True
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    exclude_types: tuple[str, ...] = ()
+    keep_first_last: bool = False
+    integer_kernels: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "precision", str(self.precision).strip().lower())
+        parse_precision(self.precision)
+        _check_choice("granularity", self.granularity, GRANULARITIES)
+        _check_choice("observer", self.observer, OBSERVERS)
+        _check_choice("act_mapping", self.act_mapping, ACT_MAPPINGS)
+        _check_choice("weight_mapping", self.weight_mapping, WEIGHT_MAPPINGS)
+        _check_choice("weight_observer", self.weight_observer, ("minmax", "mse"))
+        _check_choice("position_scales", self.position_scales, POSITION_SCALES)
+        if not 50.0 < float(self.percentile) <= 100.0:
+            raise QuantSpecError(
+                f"QuantSpec.percentile={self.percentile} must be in (50, 100], e.g. 99.99"
+            )
+        if not 0.0 < float(self.averaging_constant) <= 1.0:
+            raise QuantSpecError(
+                f"QuantSpec.averaging_constant={self.averaging_constant} must be in (0, 1]"
+            )
+        if int(self.mse_grid) < 2 or not 0.0 < float(self.mse_min_ratio) < 1.0:
+            raise QuantSpecError(
+                f"QuantSpec.mse_grid={self.mse_grid} must be >= 2 and "
+                f"mse_min_ratio={self.mse_min_ratio} in (0, 1)"
+            )
+        for name in ("include", "exclude", "exclude_types"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                value = (value,)
+            items = tuple(v.__name__ if isinstance(v, type) else str(v) for v in value)
+            object.__setattr__(self, name, items)
+
+    @classmethod
+    def from_strings(
+        cls, precision: str, granularity: str = "per_tensor", observer: str = "minmax", **options
+    ) -> QuantSpec:
+        """Build from the three sweep strings plus keyword options (same validation)."""
+        return cls(precision=precision, granularity=granularity, observer=observer, **options)
+
+    @classmethod
+    def from_config(cls, *groups: Mapping[str, Any] | str, **options) -> QuantSpec:
+        """Build from Hydra group nodes ``precision``, ``granularity``, ``observer`` (in order).
+
+        Each group is a mapping whose ``name`` is the option (``{name: percentile,
+        percentile: 99.99}``) or a bare string; other keys of a group become spec options.
+
+        Raises:
+            QuantSpecError: an unknown option key or an invalid value.
+        """
+        known = {f.name for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for field_name, group in zip(
+            ("precision", "granularity", "observer"), groups, strict=False
+        ):
+            if isinstance(group, str):
+                values[field_name] = group
+                continue
+            group = dict(group)
+            values[field_name] = group.pop("name")
+            values.update(group)
+        values.update(options)
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise QuantSpecError(
+                f"unknown QuantSpec option(s) {unknown}; allowed: {', '.join(sorted(known))}"
+            )
+        return cls(**values)
+
+    @property
+    def w_bits(self) -> int | None:
+        """Weight bits, ``None`` for float precisions."""
+        return parse_precision(self.precision)[0]
+
+    @property
+    def a_bits(self) -> int | None:
+        """Activation bits, ``None`` for float precisions."""
+        return parse_precision(self.precision)[1]
+
+    @property
+    def is_float(self) -> bool:
+        """True for ``fp32``, ``fp16`` and ``bf16``."""
+        return self.precision in FLOAT_PRECISIONS
+
+    @property
+    def float_dtype(self) -> torch.dtype | None:
+        """The cast dtype of a float precision, ``None`` for integer precisions."""
+        return FLOAT_PRECISIONS.get(self.precision)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every choice as flat JSON-able scalars (lists joined by ``,``) for result rows."""
+        out: dict[str, Any] = {}
+        for key, value in asdict(self).items():
+            out[key] = ",".join(value) if isinstance(value, tuple) else value
+        out["w_bits"] = self.w_bits
+        out["a_bits"] = self.a_bits
+        out["spec_version"] = SPEC_VERSION
+        return out
+
+    def calibration_key(self) -> str:
+        """Short stable hash of every field that influences calibrated ranges.
+
+        Use it in a ranges file name together with the model name and a calibration-set id:
+        ``f"{model}_{spec.calibration_key()}_{calib_id}.pt"``.
+        """
+        payload = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha1(payload.encode()).hexdigest()[:12]

@@ -1,0 +1,34 @@
+"""Quantization readiness report: a scorecard per model from sweep and deployment results.
+
+``python -m benchmark.readiness RESULTS... --model NAME --out DIR`` writes
+``DIR/readiness_<model>.md`` and ``.html``: five criteria (performance sensitivity, calibration
+data, deployment constraints, validation, effort) scored 1-5 by the rules in
+:mod:`benchmark.readiness.scorecard`, the overall percentage, a recommendation and the classes
+with the largest DSC drop.
+"""
+
+from __future__ import annotations
+
+from benchmark.readiness.evidence import (
+    DeployEvidence,
+    SweepEvidence,
+    deploy_evidence,
+    sweep_evidence,
+)
+from benchmark.readiness.render import to_html, to_markdown
+from benchmark.readiness.report import load_results, write_reports
+from benchmark.readiness.scorecard import Criterion, Scorecard, build_scorecard
+
+__all__ = [
+    "Criterion",
+    "DeployEvidence",
+    "Scorecard",
+    "SweepEvidence",
+    "build_scorecard",
+    "deploy_evidence",
+    "load_results",
+    "sweep_evidence",
+    "to_html",
+    "to_markdown",
+    "write_reports",
+]

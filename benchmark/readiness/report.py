@@ -1,0 +1,66 @@
+"""Read result files, build one scorecard per model and write its Markdown and HTML."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark.readiness.evidence import deploy_evidence, sweep_evidence
+from benchmark.readiness.render import to_html, to_markdown
+from benchmark.readiness.scorecard import Scorecard, build_scorecard
+
+__all__ = ["load_results", "scorecard_for", "write_reports"]
+
+
+def load_results(paths: Sequence[str | Path]) -> pd.DataFrame:
+    """Concatenate tidy result files (``results.parquet``, a run file, or a results folder).
+
+    Raises:
+        FileNotFoundError: a path that does not exist, or a folder without ``results.parquet``.
+    """
+    frames = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            path = path / "results.parquet"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no results at {path}; pass results.parquet files or results/<experiment>/ folders"
+            )
+        frames.append(pd.read_parquet(path))
+    if not frames:
+        raise FileNotFoundError("no result files given")
+    return pd.concat(frames, ignore_index=True)
+
+
+def scorecard_for(results: pd.DataFrame, model: str, tolerance: float = 0.01) -> Scorecard:
+    """The filled scorecard of ``model``.
+
+    Raises:
+        KeyError: ``model`` has no rows (names the models that do).
+    """
+    if model not in set(results["model"]):
+        raise KeyError(
+            f"no rows for model {model!r}; models in the results: {sorted(set(results['model']))}"
+        )
+    return build_scorecard(
+        model, sweep_evidence(results, model), deploy_evidence(results, model), tolerance
+    )
+
+
+def write_reports(
+    results: pd.DataFrame, models: Sequence[str], out_dir: str | Path, tolerance: float = 0.01
+) -> list[Path]:
+    """Write ``readiness_<model>.md`` and ``.html`` for each model; returns the written paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for model in models:
+        card = scorecard_for(results, model, tolerance)
+        md, page = out / f"readiness_{model}.md", out / f"readiness_{model}.html"
+        md.write_text(to_markdown(card))
+        page.write_text(to_html(card))
+        written += [md, page]
+    return written

@@ -1,0 +1,58 @@
+"""Text renderings of a display table: Markdown, CSV and LaTeX (booktabs)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+__all__ = ["FORMATS", "render"]
+
+FORMATS = ("md", "csv", "tex")
+_TEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "%": r"\%",
+    "&": r"\&",
+    "_": r"\_",
+    "#": r"\#",
+    "$": r"\$",
+}
+_TEX_SYMBOLS = {"↑": r"$\uparrow$", "Δ": r"$\Delta$", "–": "--"}
+
+
+def _tex(text: object) -> str:
+    out = "".join(_TEX_ESCAPES.get(ch, ch) for ch in str(text))
+    for symbol, command in _TEX_SYMBOLS.items():
+        out = out.replace(symbol, command)
+    return out
+
+
+def render(table: pd.DataFrame, fmt: str = "md") -> str:
+    """Render ``table`` (strings) as ``md`` (pipe table), ``csv`` or ``tex`` (tabular, booktabs).
+
+    Markdown and LaTeX are written here rather than through ``DataFrame.to_markdown`` /
+    ``Styler.to_latex`` to avoid the optional ``tabulate`` dependency and to control escaping
+    of ``%``, ``_`` and the ``↑`` / ``Δ`` symbols.
+
+    Raises:
+        ValueError: ``fmt`` is not one of :data:`FORMATS`.
+    """
+    if fmt == "csv":
+        return table.to_csv(index=False)
+    cells = [[str(v) for v in row] for row in table.itertuples(index=False)]
+    header = [str(c) for c in table.columns]
+    if fmt == "md":
+        widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(header)]
+        lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |"]
+        lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+        lines += [
+            "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
+            for r in cells
+        ]
+        return "\n".join(lines) + "\n"
+    if fmt == "tex":
+        lines = [r"\begin{tabular}{" + "l" * len(header) + "}", r"\toprule"]
+        lines.append(" & ".join(_tex(h) for h in header) + r" \\")
+        lines.append(r"\midrule")
+        lines += [" & ".join(_tex(c) for c in r) + r" \\" for r in cells]
+        lines += [r"\bottomrule", r"\end{tabular}"]
+        return "\n".join(lines) + "\n"
+    raise ValueError(f"format={fmt!r} is not one of {list(FORMATS)}")

@@ -1,0 +1,149 @@
+"""Run files and the consolidated table of an experiment.
+
+Layout of ``<results_dir>/<experiment>/``::
+
+    runs/<run_id>.parquet   tidy rows of one run (written last: its presence marks the run done)
+    runs/<run_id>.yaml      the run's resolved config
+    runs/<run_id>.json      provenance and timings of the run
+    results.parquet         all run files concatenated (rebuilt by :func:`collect`)
+
+Every file is written to a temporary name in the same folder and renamed into place, so a reader
+(or a restarted sweep) sees either the whole file or none of it, even when parallel workers or a
+killed process are involved.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from benchmark.results.schema import ROW_COLUMNS, SchemaError, check_rows
+
+__all__ = [
+    "RESULTS_FILE",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "collect",
+    "run_done",
+    "run_path",
+    "write_json",
+    "write_run_record",
+    "write_run_rows",
+]
+
+RESULTS_FILE = "results.parquet"
+_RUNS = "runs"
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Text version of :func:`atomic_write_bytes` (UTF-8)."""
+    return atomic_write_bytes(path, text.encode())
+
+
+def write_json(path: str | os.PathLike[str], record: Mapping[str, Any]) -> Path:
+    """Atomically write ``record`` as indented JSON (non-JSON values as their ``str``)."""
+    return atomic_write_text(path, json.dumps(dict(record), indent=2, default=str) + "\n")
+
+
+def run_path(experiment_dir: str | os.PathLike[str], run_id: str, suffix: str = ".parquet") -> Path:
+    """Path of one of a run's files (``.parquet`` rows, ``.yaml`` config, ``.json`` record)."""
+    if not run_id or "/" in run_id or run_id.startswith("."):
+        raise ValueError(f"run_id={run_id!r} must be a non-empty file name without '/'")
+    return Path(experiment_dir) / _RUNS / f"{run_id}{suffix}"
+
+
+def run_done(experiment_dir: str | os.PathLike[str], run_id: str) -> bool:
+    """Whether the run's rows file exists (it is written last, so the run is complete)."""
+    return run_path(experiment_dir, run_id).is_file()
+
+
+def write_run_rows(rows: pd.DataFrame, experiment_dir: str | os.PathLike[str], run_id: str) -> Path:
+    """Write one run's tidy rows to ``runs/<run_id>.parquet`` atomically.
+
+    Args:
+        rows: tidy rows with at least :data:`~benchmark.results.schema.ROW_COLUMNS`.
+        experiment_dir: ``<results_dir>/<experiment>``.
+        run_id: the run's id (file name stem).
+
+    Returns:
+        The path written.
+
+    Raises:
+        SchemaError: a required column is missing, or ``run_id`` differs from the rows'.
+    """
+    check_rows(rows, where=f"run {run_id}")
+    ids = set(rows["run_id"].astype(str))
+    if ids and ids != {run_id}:
+        raise SchemaError(f"run {run_id}: rows carry run_id values {sorted(ids)}")
+    path = run_path(experiment_dir, run_id)
+    ordered = rows[list(ROW_COLUMNS) + [c for c in rows.columns if c not in ROW_COLUMNS]]
+    return atomic_write_bytes(path, ordered.reset_index(drop=True).to_parquet(index=False))
+
+
+def write_run_record(
+    experiment_dir: str | os.PathLike[str],
+    run_id: str,
+    config_yaml: str,
+    record: Mapping[str, Any],
+) -> tuple[Path, Path]:
+    """Write the run's resolved config (``.yaml``) and provenance/timings (``.json``) atomically.
+
+    Written before the rows, so every rows file has its config and record next to it.
+    """
+    cfg_path = atomic_write_text(run_path(experiment_dir, run_id, ".yaml"), config_yaml)
+    rec_path = write_json(run_path(experiment_dir, run_id, ".json"), record)
+    return cfg_path, rec_path
+
+
+def collect(experiment_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """Rebuild ``<experiment_dir>/results.parquet`` from the run files and return it.
+
+    The consolidated file is always derived, never appended to: runs killed before their rows
+    file was renamed into place simply do not appear, and re-running :func:`collect` is
+    idempotent. Temporary files of runs in flight are ignored.
+
+    Raises:
+        FileNotFoundError: ``experiment_dir`` does not exist.
+        SchemaError: a run file lacks required columns (named with its path).
+    """
+    experiment_dir = Path(experiment_dir)
+    if not experiment_dir.is_dir():
+        raise FileNotFoundError(
+            f"no results folder {experiment_dir}; run the experiment first "
+            "(python -m benchmark.run experiment=NAME)"
+        )
+    frames = []
+    for path in sorted((experiment_dir / _RUNS).glob("*.parquet")):
+        frame = pd.read_parquet(path)
+        check_rows(frame, where=str(path))
+        frames.append(frame)
+    frames = [f for f in frames if len(f)]
+    if frames:
+        table = pd.concat(frames, ignore_index=True)
+    else:
+        table = pd.DataFrame({c: pd.Series(dtype="object") for c in ROW_COLUMNS})
+    atomic_write_bytes(experiment_dir / RESULTS_FILE, table.to_parquet(index=False))
+    return table

@@ -1,0 +1,85 @@
+"""End to end: ``python -m benchmark.deploy experiment=deploy_smoke`` on a shrunken phantom."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmark.results import ROW_COLUMNS
+
+REPO = Path(__file__).resolve().parents[2]
+# deploy_smoke with a random-init network, 32^3 windows on a coarse grid, one case, short timing
+SHRINK = [
+    "model.checkpoint=null",
+    "inference.roi_size=[32,32,32]",
+    "data.target_spacing_mm=[8.0,6.0,6.0]",
+    "calibration.n=4",
+    "deploy.cases=1",
+    "deploy.warmup=0",
+    "deploy.runs=10",
+]
+
+
+@pytest.mark.slow
+def test_deploy_cli_writes_tidy_rows_and_reports(tmp_path):
+    results = tmp_path / "results"
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmark.deploy",
+        "experiment=deploy_smoke",
+        *SHRINK,
+        f"paths.results_dir={results}",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+    ]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ort_int8_static" in done.stdout and "speedup@b1" in done.stdout
+
+    rows = pd.read_parquet(results / "deploy_smoke" / "results.parquet")
+    assert set(ROW_COLUMNS) <= set(rows.columns)
+    assert (rows["task"] == "deploy").all() and rows["run_id"].nunique() == 1
+    backends = set(rows["backend"])
+    assert {
+        "torch_fp32",
+        "torch_fakequant",
+        "ort_fp32",
+        "ort_int8_static",
+        "ort_int8_dynamic",
+    } <= backends
+    metrics = set(rows["metric"])
+    for name in ("latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "throughput", "size_mb"):
+        assert name in metrics
+    for name in (
+        "dsc",
+        "nsd",
+        "dsc_vs_fp32",
+        "dsc_vs_fakequant",
+        "gate_accepted",
+        "batch_consistent",
+    ):
+        assert name in metrics
+
+    def values(backend, metric):
+        return rows[(rows["backend"] == backend) & (rows["metric"] == metric)]["value"]
+
+    # the export is exact to float32 reassociation, so its predictions equal PyTorch's
+    assert values("ort_fp32", "export_max_abs_diff").iloc[0] < 1e-3
+    assert values("ort_fp32", "voxel_agreement_vs_fp32").min() > 0.999
+    assert set(rows.loc[rows["metric"] == "latency_p50_ms", "batch_size"]) == {1, 2}
+    assert (values("ort_int8_static", "size_mb").iloc[0]) < values("ort_fp32", "size_mb").iloc[0]
+    static_ops = rows[(rows["backend"] == "ort_int8_static") & (rows["metric"] == "op_count")]
+    assert "QLinearConv" in set(static_ops["op_type"])
+    dsc = rows[(rows["metric"] == "dsc") & rows["class"].notna()]
+    assert dsc["class_name"].notna().all() and dsc["split"].eq("test").all()
+
+    run_id = rows["run_id"].iloc[0]
+    work = results / "deploy_smoke" / "runs" / f"{run_id}_deploy"
+    gate = json.loads((work / "gate.json").read_text())
+    assert set(gate) >= {"ort_int8_static", "ort_int8_dynamic"}
+    assert (work / "ops.csv").is_file() and (work / "int8_static.onnx").is_file()

@@ -1,0 +1,155 @@
+"""The published table layout: means over classes then cases, Δ% from FP32, CIs, published columns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmark.report import make_table, read_published, render
+from benchmark.report.__main__ import main as report_main
+from benchmark.report.plot import dsc_bar_chart
+from benchmark.results import ROW_COLUMNS
+
+PUBLISHED = (
+    Path(__file__).resolve().parents[2] / "experiments" / "medquanbench_btcv" / "published.csv"
+)
+
+
+def _run(
+    run_id,
+    precision,
+    granularity,
+    dsc_by_case,
+    nsd=0.8,
+    observer="minmax",
+    model="nnunet",
+    display="nnU-Net",
+):
+    """Rows of one run: two classes per case, the class mean of DSC equals dsc_by_case[case]."""
+    rows = []
+    for case, mean in dsc_by_case.items():
+        for cls, offset in ((1, -0.01), (2, 0.01)):
+            for metric, value in (("dsc", mean + offset), ("nsd", nsd), ("hd95", 3.0)):
+                rows.append({"case": case, "class": cls, "metric": metric, "value": value})
+    frame = pd.DataFrame(rows)
+    floating = precision == "fp32"
+    frame = frame.assign(
+        experiment="t",
+        run_id=run_id,
+        config_hash=run_id,
+        model=model,
+        family="cnn",
+        params_m=26.9,
+        dataset="btcv",
+        split="test",
+        class_name="organ",
+        precision=precision,
+        w_bits=32 if floating else int(precision[1]),
+        a_bits=32 if floating else int(precision[3]),
+        granularity=granularity,
+        observer="none" if floating else observer,
+        algorithm="none",
+        calib_n=0 if floating else 16,
+        tolerance_mm=np.nan,
+        seed=0,
+        commit="c",
+        created="now",
+        framework="nnUNet",
+        display_name=display,
+    )
+    assert set(ROW_COLUMNS) <= set(frame.columns)
+    return frame
+
+
+@pytest.fixture
+def results() -> pd.DataFrame:
+    cases = ["c1", "c2", "c3"]
+    return pd.concat(
+        [
+            _run(
+                "q1",
+                "w4a4",
+                "per_channel_token",
+                dict(zip(cases, [0.38, 0.387, 0.394], strict=True)),
+                nsd=0.354,
+            ),
+            _run("fp", "fp32", "none", dict.fromkeys(cases, 0.872), nsd=0.888),
+            _run(
+                "q2",
+                "w8a8",
+                "adaptive",
+                dict(zip(cases, [0.880, 0.881, 0.882], strict=True)),
+                nsd=0.888,
+            ),
+        ]
+    )
+
+
+def test_layout_values_and_drops(results):
+    table = make_table(results)
+    assert list(table.columns) == [
+        "Framework", "Architecture", "Category", "Params (M)", "Precision", "Granularity", "DSC (Δ%)", "NSD (Δ%)",
+    ]  # fmt: skip
+    assert list(table["Precision"]) == ["FP32", "W8A8", "W4A4"]  # fp32 first, then by bits
+    fp32, w8, w4 = (row for _, row in table.iterrows())
+    assert (fp32["DSC (Δ%)"], fp32["Granularity"], fp32["Category"], fp32["Params (M)"]) == (
+        "0.872",
+        "–",
+        "CNN",
+        "26.9",
+    )
+    assert w4["DSC (Δ%)"] == "0.387 (55.6%)" and w4["NSD (Δ%)"] == "0.354 (60.1%)"
+    assert w8["DSC (Δ%)"] == "0.881 (1.0%↑)" and w8["Granularity"] == "Adaptive"
+
+
+def test_varying_axes_get_their_own_column(results):
+    extra = _run(
+        "q3", "w4a4", "per_channel_token", {"c1": 0.5, "c2": 0.5, "c3": 0.5}, observer="mse"
+    )
+    table = make_table(pd.concat([results, extra]))
+    assert "Observer" in table.columns and set(table["Observer"]) == {"–", "minmax", "mse"}
+
+
+def test_bootstrap_ci_of_the_drop(results):
+    table = make_table(results, ci=True)
+    cell = table.loc[table["Precision"] == "W4A4", "ΔDSC 95% CI"].iloc[0]
+    low, high = (float(v) for v in cell.strip("[]").split(","))
+    assert low <= 0.387 - 0.872 <= high and high < 0  # the W4A4 drop is far outside noise
+    assert table.loc[table["Precision"] == "FP32", "ΔDSC 95% CI"].iloc[0] == ""
+
+
+def test_published_figures_side_by_side(results):
+    table = make_table(results, published=read_published(PUBLISHED))
+    row = table[table["Precision"] == "W4A4"].iloc[0]
+    assert (
+        row["Published DSC (Δ%)"] == "0.387 (55.6%)"
+        and row["Published NSD (Δ%)"] == "0.354 (60.1%)"
+    )
+    assert table[table["Precision"] == "FP32"].iloc[0]["Published DSC (Δ%)"] == "0.872"
+
+
+def test_renderings(results):
+    table = make_table(results)
+    md = render(table, "md").splitlines()
+    assert md[0].startswith("| Framework") and set(md[1]) <= {"|", "-"} and len(md) == 5
+    assert "0.387 (55.6\\%)" in render(table, "tex") and r"\toprule" in render(table, "tex")
+    assert render(table, "csv").splitlines()[0].startswith("Framework,Architecture")
+    with pytest.raises(ValueError, match="html"):
+        render(table, "html")
+
+
+def test_command_line(results, tmp_path, capsys):
+    path = tmp_path / "results.parquet"
+    results.assign(experiment="medquanbench_btcv").to_parquet(path)
+    assert report_main([str(path), "--format", "md"]) == 0
+    out = capsys.readouterr().out
+    assert "0.387 (55.6%)" in out and "Published DSC" in out  # BTCV: published figures added
+    assert report_main([str(tmp_path / "none.parquet")]) == 1
+
+
+def test_plot_is_written(results, tmp_path):
+    path = dsc_bar_chart(results, tmp_path / "demo" / "dsc.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,167 @@
+"""run_point and run_job on composed configs with fake lower layers (real metrics, real inference)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from benchmark.config import ConfigError, validate
+from benchmark.pipeline import RunContext, run_job, run_point
+from benchmark.pipeline import job as job_module
+from benchmark.pipeline.evaluate import FP32_AGREEMENT_METRIC
+from benchmark.results import ROW_COLUMNS, collect, run_done
+
+
+def test_rows_follow_the_schema_and_carry_the_model_config(fake_layers, make_cfg):
+    cfg = make_cfg(
+        "precision=w8a8", "granularity=per_tensor", "evaluation.probability_metrics=false"
+    )
+    rows = run_point(cfg)
+    assert set(ROW_COLUMNS) <= set(rows.columns)
+    scored = rows[rows["metric"] != FP32_AGREEMENT_METRIC]
+    # 2 test cases x 2 foreground classes x (dsc, nsd, hd95)
+    assert len(scored) == 2 * 2 * 3
+    assert set(scored["case"]) == {"c0", "c1"} and set(scored["class"]) == {1, 2}
+    assert set(rows["class_name"]) == {"cube", "bar"}
+    one = rows.iloc[0]
+    assert (one["family"], one["framework"], one["display_name"]) == (
+        cfg.model.family,
+        cfg.model.framework,
+        cfg.model.display_name,
+    )
+    assert (one["w_bits"], one["a_bits"], one["granularity"], one["calib_n"]) == (
+        8,
+        8,
+        "per_tensor",
+        2,
+    )
+    assert rows["config_hash"].nunique() == 1 and rows["run_id"].iloc[0].endswith(
+        rows["config_hash"].iloc[0][:10]
+    )
+    assert rows["params_m"].iloc[0] == pytest.approx(rows["params_m_counted"].iloc[0])
+    assert (rows["inference_s"] > 0).all() and (rows["scoring_s"] > 0).all()
+
+
+def test_fp32_rows_report_no_quantization_axes(fake_layers, make_cfg, calls):
+    rows = run_point(make_cfg("precision=fp32", "granularity=none"))
+    assert set(rows["granularity"]) == {"none"} and set(rows["observer"]) == {"none"}
+    assert set(rows["calib_n"]) == {0} and set(rows["w_bits"]) == {32}
+    assert calls.calibrate == 0
+    assert FP32_AGREEMENT_METRIC not in set(rows["metric"])
+    assert {"ece", "brier"} <= set(rows["metric"])
+
+
+def test_calibration_ranges_are_cached_per_spec(fake_layers, make_cfg, calls):
+    first = run_point(make_cfg("precision=w4a4", "granularity=adaptive"))
+    assert (calls.calibrate, calls.load_ranges) == (1, 0)
+    again = run_point(make_cfg("precision=w4a4", "granularity=adaptive"))
+    assert (calls.calibrate, calls.load_ranges) == (1, 1)
+    assert set(again["calibration_s"]) == {0.0}
+    pd.testing.assert_series_equal(first["value"], again["value"])
+    run_point(make_cfg("precision=w4a4", "granularity=per_tensor"))
+    assert calls.calibrate == 2  # another spec, another calibration
+    run_point(make_cfg("precision=w4a4", "granularity=adaptive", "calibration.n=3"))
+    assert calls.calibrate == 3  # another calibration set
+
+
+def test_fp32_predictions_are_computed_once_and_shared(fake_layers, make_cfg, tmp_path):
+    run_point(make_cfg("precision=fp32", "granularity=none"))
+    cached = sorted((tmp_path / "cache" / "fp32").rglob("*.npz"))
+    assert [p.stem for p in cached] == ["c0", "c1"]
+    stamps = [p.stat().st_mtime_ns for p in cached]
+    rows = run_point(make_cfg("precision=w8a8", "granularity=per_tensor"))
+    assert [p.stat().st_mtime_ns for p in cached] == stamps
+    agreement = rows[rows["metric"] == FP32_AGREEMENT_METRIC]
+    assert len(agreement) == 4 and agreement["value"].between(0, 1).all()
+
+
+def test_fp32_agreement_computes_missing_fp32_predictions(fake_layers, make_cfg, tmp_path):
+    rows = run_point(make_cfg("precision=w8a8", "granularity=per_tensor"))
+    assert len(list((tmp_path / "cache" / "fp32").rglob("*.npz"))) == 2
+    fp32 = run_point(make_cfg("precision=fp32", "granularity=none"))
+    # the w8a8 fake only rounds the input to 256 levels: its prediction agrees closely with fp32
+    assert rows[rows["metric"] == FP32_AGREEMENT_METRIC]["value"].mean() > 0.9
+    assert len(fp32)
+
+
+def test_run_job_writes_files_then_skips_the_same_config(fake_layers, make_cfg, tmp_path):
+    cfg = make_cfg("precision=w8a8", "granularity=adaptive")
+    out = tmp_path / "job"
+    status = run_job(cfg, output_dir=out)
+    assert status["status"] == "ok"
+    on_disk = json.loads((out / "status.json").read_text())
+    assert on_disk["status"] == "ok" and on_disk["run_id"] == status["run_id"]
+    exp = tmp_path / "results" / "adhoc"
+    assert run_done(exp, status["run_id"])
+    record = json.loads((exp / "runs" / f"{status['run_id']}.json").read_text())
+    assert {
+        "commit",
+        "dirty",
+        "hardware",
+        "package_version",
+        "calibration_s",
+        "inference_s",
+        "scoring_s",
+    } <= set(record)
+    assert "precision:\n  name: w8a8" in (exp / "runs" / f"{status['run_id']}.yaml").read_text()
+    assert run_job(cfg, output_dir=out)["status"] == "skipped"
+    # paths and progress bars do not change the hash: still the same run
+    assert (
+        run_job(make_cfg("precision=w8a8", "granularity=adaptive", "run.progress=true"))["status"]
+        == "skipped"
+    )
+    assert len(collect(exp)) == status["rows"]
+
+
+def test_sweep_collapses_float_precisions_to_one_run(fake_layers, make_cfg):
+    statuses = [
+        run_job(make_cfg("precision=fp32", f"granularity={g}"), in_sweep=True)
+        for g in ("per_tensor", "adaptive")
+    ]
+    assert [s["status"] for s in statuses] == ["ok", "skipped"]
+    assert statuses[0]["run_id"] == statuses[1]["run_id"]
+
+
+def test_failed_job_in_a_sweep_records_and_returns(fake_layers, make_cfg, monkeypatch, tmp_path):
+    def broken(cfg):
+        raise RuntimeError("boom in the model")
+
+    monkeypatch.setattr(job_module, "task_function", lambda task: broken)
+    cfg = make_cfg("precision=w8a8", "granularity=adaptive")
+    status = run_job(cfg, output_dir=tmp_path / "j", in_sweep=True)
+    assert status["status"] == "failed" and "boom in the model" in status["error"]
+    assert json.loads((tmp_path / "j" / "status.json").read_text())["status"] == "failed"
+    with pytest.raises(RuntimeError, match="boom"):
+        run_job(cfg, output_dir=tmp_path / "k", in_sweep=False)
+    assert json.loads((tmp_path / "k" / "status.json").read_text())["status"] == "failed"
+
+
+def test_invalid_config_fails_before_any_work(fake_layers, make_cfg, calls):
+    with pytest.raises(ConfigError, match="granularity=adaptive is impossible with precision=fp16"):
+        run_job(make_cfg("precision=fp16", "granularity=adaptive"))
+    assert calls.build == 0
+
+
+def test_other_tasks_get_the_run_columns_filled(fake_layers, make_cfg, monkeypatch, tmp_path):
+    def sensitivity(cfg):
+        return pd.DataFrame(
+            {"layer": ["a", "b"], "metric": "dsc", "value": [0.5, 0.6], "case": "all", "class": 0}
+        )
+
+    monkeypatch.setattr(job_module, "task_function", lambda task: sensitivity)
+    cfg = make_cfg("precision=w4a4", "granularity=adaptive")
+    status = run_job(cfg)
+    rows = collect(tmp_path / "results" / "adhoc")
+    assert set(ROW_COLUMNS) <= set(rows.columns) and list(rows["layer"]) == ["a", "b"]
+    assert set(rows["run_id"]) == {status["run_id"]} and set(rows["precision"]) == {"w4a4"}
+
+
+def test_context_is_the_same_for_equal_configs(make_cfg):
+    a = RunContext.from_config(validate(make_cfg("precision=w8a8", "granularity=adaptive")))
+    b = RunContext.from_config(
+        validate(make_cfg("precision=w8a8", "granularity=adaptive", "report.plot=true"))
+    )
+    c = RunContext.from_config(validate(make_cfg("precision=w8a8", "granularity=per_tensor")))
+    assert a.run_id == b.run_id and a.run_id != c.run_id
