@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from benchmark.models.errors import CheckpointError, CheckpointMismatchError
+from benchmark.models.registry import CHECKPOINT_FORMATS
 
 __all__ = [
     "CHECKPOINT_FORMATS",
@@ -47,15 +48,6 @@ __all__ = [
     "shipped_weights_path",
 ]
 
-CHECKPOINT_FORMATS: tuple[str, ...] = (
-    "auto",
-    "nnunet",
-    "stunet",
-    "monai",
-    "monai_bundle",
-    "medformer",
-    "state_dict",
-)
 # Keys under which frameworks nest the weights, tried in this order.
 _WRAPPER_KEYS: tuple[str, ...] = (
     "network_weights",

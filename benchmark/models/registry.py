@@ -12,7 +12,7 @@ a composed Hydra config) with these keys:
 - ``net``: ``{_target_: dotted.path, **kwargs}``; ``in_channels`` and ``num_classes`` are added at
   build time because they belong to the dataset, not to the architecture.
 - ``checkpoint``: null | a path | ``shipped``; ``checkpoint_format``: see
-  :data:`benchmark.models.checkpoints.CHECKPOINT_FORMATS`.
+  :data:`CHECKPOINT_FORMATS`.
 
 The ``_target_`` is imported with :mod:`importlib` rather than ``hydra.utils.instantiate`` because the
 model layer must not depend on Hydra (DESIGN.md layering); the dict stays Hydra-compatible.
@@ -35,6 +35,7 @@ from benchmark.models.errors import ModelConfigError, UnknownModelError
 
 __all__ = [
     "CONFIG_KEYS",
+    "CHECKPOINT_FORMATS",
     "FAMILIES",
     "FRAMEWORKS",
     "available_models",
@@ -58,8 +59,8 @@ CONFIG_KEYS: tuple[str, ...] = (
 )
 FRAMEWORKS: tuple[str, ...] = ("nnUNet", "MONAI", "MedFormer")
 FAMILIES: tuple[str, ...] = ("cnn", "hybrid", "transformer")
-# Kept here (not imported from checkpoints) so that validating a config never imports torch.load paths.
-_CHECKPOINT_FORMATS: tuple[str, ...] = (
+#: Checkpoint formats a model config may name (loaders in :mod:`benchmark.models.checkpoints`).
+CHECKPOINT_FORMATS: tuple[str, ...] = (
     "auto",
     "nnunet",
     "stunet",
@@ -144,7 +145,7 @@ def validate_model_config(cfg: Mapping[str, Any], source: str = "model config") 
     for key, allowed in (
         ("framework", FRAMEWORKS),
         ("family", FAMILIES),
-        ("checkpoint_format", _CHECKPOINT_FORMATS),
+        ("checkpoint_format", CHECKPOINT_FORMATS),
     ):
         if cfg[key] not in allowed:
             raise ModelConfigError(f"{source}: {key}={cfg[key]!r} is not one of {list(allowed)}.")
