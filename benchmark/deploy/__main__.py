@@ -3,7 +3,8 @@
 The same config as ``python -m benchmark.run`` with ``task=deploy`` forced; the runner's job
 machinery (:func:`benchmark.pipeline.run_job`) validates, skips a config hash that already has
 results, writes the run files, and the consolidated ``results.parquet`` is rebuilt afterwards.
-A summary table (one line per backend) is printed at the end.
+The pipeline logs its summary table (one line per backend) when it finishes; for a run that
+was skipped because its results exist, the table is printed here from those results.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def main(cfg: DictConfig) -> None:
     rows = pd.read_parquet(run_path(experiment_dir, status["run_id"]))
     collect(experiment_dir)
     print(f"\n{status['run_id']} ({status['status']}): {len(rows)} rows")
-    print(format_summary(rows))
+    if status["status"] == "skipped":
+        print(format_summary(rows))
     print(f"results: {experiment_dir}/{RESULTS_FILE}")
 
 

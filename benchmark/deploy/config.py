@@ -80,7 +80,8 @@ class DeployConfig:
     def __post_init__(self) -> None:
         if self.calibrate_method not in CALIBRATE_METHODS:
             raise ValueError(
-                f"deploy.calibrate_method={self.calibrate_method!r} is not one of {CALIBRATE_METHODS}"
+                f"deploy.calibrate_method={self.calibrate_method!r} is not one of "
+                f"{CALIBRATE_METHODS}"
             )
         if self.exporter not in EXPORTERS:
             raise ValueError(f"deploy.exporter={self.exporter!r} is not one of {EXPORTERS}")

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ __all__ = [
     "load_registry_model",
     "INPUT_NAME",
     "OUTPUT_NAME",
+    "quiet_library_output",
 ]
 
 INPUT_NAME = "image"
@@ -53,6 +55,24 @@ class ExportCheck:
     batch_sizes: tuple[int, ...]
     exporter: str
     opset: int
+
+
+@contextlib.contextmanager
+def quiet_library_output() -> Iterator[None]:
+    """Silences library prints, warnings and log records below ERROR for the duration.
+
+    The ONNX exporters and ONNX Runtime's calibrators print progress, deprecation notes and one
+    INFO log line per deduplicated initializer on every call (Hydra routes INFO to the console);
+    their results are checked numerically, so that output carries no information here.
+    """
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
 
 
 class _SingleOutput(nn.Module):
@@ -101,14 +121,7 @@ def export_onnx(
         "output_names": [OUTPUT_NAME],
         "opset_version": opset,
     }
-    # The exporters print progress and deprecation chatter on every call; the result is checked
-    # numerically below, so their console output carries no information here.
-    with (
-        torch.no_grad(),
-        warnings.catch_warnings(),
-        contextlib.redirect_stdout(io.StringIO()),
-    ):
-        warnings.simplefilter("ignore")
+    with torch.no_grad(), quiet_library_output():
         if exporter == "dynamo":
             if example_input.shape[0] < 2:
                 example_input = example_input.expand(2, *example_input.shape[1:]).contiguous()

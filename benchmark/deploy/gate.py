@@ -180,11 +180,13 @@ def decide(
         reasons.append(f"mean DSC drop {mean_drop:.2%} > tolerance {tolerance_rel:.2%}")
     if worst is not None and drops[worst] > per_class_worst_drop:
         reasons.append(
-            f"class {worst} DSC drop {drops[worst]:.2%} > per-class limit {per_class_worst_drop:.2%}"
+            f"class {worst} DSC drop {drops[worst]:.2%} > per-class limit "
+            f"{per_class_worst_drop:.2%}"
         )
     if not consistent:
         detail = (
-            f" ({batch.mismatch_fraction:.2e} of voxels differ across batch sizes {batch.batch_sizes})"
+            f" ({batch.mismatch_fraction:.2e} of voxels differ across batch sizes "
+            f"{batch.batch_sizes})"
             if isinstance(batch, BatchConsistency)
             else ""
         )

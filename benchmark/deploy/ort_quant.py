@@ -38,9 +38,6 @@ check exposes.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -57,7 +54,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from benchmark.deploy.export import INPUT_NAME
+from benchmark.deploy.export import INPUT_NAME, quiet_library_output
 
 __all__ = [
     "OBSERVER_TO_CALIBRATE_METHOD",
@@ -150,7 +147,7 @@ class PatchReader(CalibrationDataReader):
 
 def preprocess_for_quantization(src: str | Path, dst: str | Path) -> Path:
     """Shape inference and constant folding, the pre-processing ONNX Runtime recommends."""
-    with _quiet():
+    with quiet_library_output():
         quant_pre_process(str(src), str(dst))
     return Path(dst)
 
@@ -191,7 +188,7 @@ def quantize_static_onnx(
         "QDQOpTypePerChannelSupportToAxis": {"ConvTranspose": 1, "MatMul": 1},
         **(extra_options or {}),
     }
-    with _quiet():
+    with quiet_library_output():
         quantize_static(
             str(pre),
             str(out_path),
@@ -222,7 +219,7 @@ def quantize_dynamic_onnx(
     """
     out_path = Path(out_path)
     pre = preprocess_for_quantization(fp32_path, out_path.with_suffix(".pre.onnx"))
-    with _quiet():
+    with quiet_library_output():
         quantize_dynamic(
             str(pre),
             str(out_path),
@@ -241,16 +238,3 @@ def convert_fp16_onnx(fp32_path: str | Path, out_path: str | Path) -> Path:
     model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
     onnx.save(model, str(out_path))
     return Path(out_path)
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Silences the calibrators' progress prints and per-tensor warnings (not errors)."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        root.setLevel(level)

@@ -4,7 +4,8 @@
 granularity, observer, calibration, inference, evaluation) plus the ``deploy`` group
 (:class:`~benchmark.deploy.config.DeployConfig`) and returns tidy rows (:mod:`.rows`); the
 caller writes them with :mod:`benchmark.results`. Side files (ONNX models, the optimized graphs,
-``ops.csv``, ``gate.json``) go to ``deploy.work_dir`` or ``<results>/<experiment>/runs/<run_id>_deploy/``.
+``ops.csv``, ``gate.json``, ``export.json``, ``hardware.json``) go to ``deploy.work_dir`` or
+``<results>/<experiment>/runs/<run_id>_deploy/``.
 
 Backends: ``torch_fp32`` (the checkpoint), ``torch_fakequant`` (``benchmark.quant`` simulation of
 the same spec, scored only), ``ort_fp32`` (the export), ``ort_int8_static`` (QDQ, calibrated on
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,8 +49,11 @@ from benchmark.deploy.rows import (
     to_frame,
 )
 from benchmark.deploy.session import OrtSegmenter, gpu_provider, make_session, run_session
+from benchmark.deploy.summary import format_summary
 
 __all__ = ["run_deploy", "DeployRun", "prepare", "REFERENCE_OF"]
+
+log = logging.getLogger(__name__)
 
 #: Agreement reference name -> the ``reference`` column value written with it.
 REFERENCE_OF = {"": "label", "_vs_fp32": "fp32", "_vs_fakequant": "fakequant"}
@@ -179,7 +184,11 @@ def run_deploy(cfg: DictConfig) -> pd.DataFrame:
     for row in rows:
         if not row.get("note") and row.get("backend") in run.notes:
             row["note"] = run.notes[row["backend"]]
-    return to_frame(rows, run.identity)
+    frame = to_frame(rows, run.identity)
+    # logged rather than printed: both entry points (benchmark.run, benchmark.deploy) show it,
+    # and Hydra keeps it in the job's log file next to the resolved config
+    log.info("deployment summary (%s):\n%s", run.work_dir, format_summary(frame))
+    return frame
 
 
 def _build_backends(run: DeployRun) -> tuple[dict[str, Path], list[dict[str, Any]]]:

@@ -9,9 +9,11 @@ report rows) and ``note`` (gate reasons, skipped steps). Rows that are not about
 
 Metric ids written here: ``latency_mean_ms``, ``latency_p50_ms``, ``latency_p90_ms``,
 ``latency_p99_ms``, ``throughput`` (patches/s), ``size_mb``, ``export_max_abs_diff``,
-``op_count``, ``op_time_ms`` and ``op_time_share`` (per ``op_type``, batch 1), ``integer_ops``, ``float_compute_ops``, ``quantize_ops``, ``conv_ops``,
-``integer_conv_fraction``, ``gate_accepted`` (1/0), ``batch_consistent`` (1/0),
-``batch_mismatch_fraction``, ``batch_max_abs_diff``; agreement metrics come from
+``op_count``, ``op_time_ms`` and ``op_time_share`` (per ``op_type``, batch 1), ``integer_ops``,
+``float_compute_ops``, ``quantize_ops``, ``conv_ops``, ``integer_conv_fraction``,
+``gate_accepted`` (1/0), ``batch_consistent`` (1/0), ``batch_mismatch_fraction``,
+``batch_max_abs_diff``, ``backend_available`` (0 with the reason in ``note`` for a backend that
+was skipped, e.g. FP16 without a GPU provider); agreement metrics come from
 :mod:`benchmark.deploy.agreement`.
 """
 

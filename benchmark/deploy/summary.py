@@ -18,8 +18,11 @@ def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
     Returns:
         Index ``backend``; columns ``size_mb``, ``p50_ms@bN`` and ``throughput@bN`` for each
         timed batch size ``N``, ``speedup@bN`` (``ort_fp32`` p50 / backend p50), the mean over
-        cases and classes of ``dsc``, ``nsd``, ``dsc_vs_fp32``, ``dsc_vs_fakequant``, the share
-        of convolutions in integer kernels, and the gate decision (``accepted``/``rejected``).
+        cases and classes of ``dsc``, ``nsd``, ``dsc_vs_fp32``, ``dsc_vs_fakequant``,
+        ``dsc_drop_%`` (relative drop of the mean ``dsc`` from ``torch_fp32``, in percent), the
+        share of convolutions in integer kernels, and the gate decision
+        (``accepted``/``rejected``). Backends with no measurement (a skipped FP16 build) are
+        left out; :func:`format_summary` prints why.
     """
     table = pd.DataFrame(index=pd.Index(sorted(rows["backend"].dropna().unique()), name="backend"))
     size = rows[rows["metric"] == "size_mb"].set_index("backend")["value"]
@@ -39,11 +42,14 @@ def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
     for metric in _AGREEMENT:
         if metric in means:
             table[metric] = means[metric]
+    if "dsc" in table and "torch_fp32" in table.index:
+        baseline = table.loc["torch_fp32", "dsc"]
+        table["dsc_drop_%"] = 100 * (baseline - table["dsc"]) / baseline
     fraction = rows[rows["metric"] == "integer_conv_fraction"].set_index("backend")["value"]
     table["int_conv_share"] = fraction
     gate = rows[rows["metric"] == "gate_accepted"].set_index("backend")["value"]
     table["gate"] = gate.map({1.0: "accepted", 0.0: "rejected"})
-    return table
+    return table.dropna(how="all")
 
 
 def format_summary(rows: pd.DataFrame) -> str:

@@ -14,7 +14,8 @@ def main(argv: list[str] | None = None) -> int:
     """Write a readiness report per model; prints the written paths. Returns the exit status."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmark.readiness",
-        description="Quantization readiness scorecard (Markdown + HTML) per model from tidy results.",
+        description="Quantization readiness scorecard (Markdown + HTML) per model from tidy "
+        "results.",
     )
     parser.add_argument(
         "results", nargs="+", help="results.parquet files or results/<experiment>/ folders"
@@ -27,12 +28,14 @@ def main(argv: list[str] | None = None) -> int:
         "--tolerance", type=float, default=0.01, help="gate tolerance on the relative mean DSC drop"
     )
     args = parser.parse_args(argv)
-    results = load_results(args.results)
-    models = args.model or sorted(results["model"].dropna().unique())
     try:
+        results = load_results(args.results)
+        models = args.model or sorted(results["model"].dropna().unique())
+        if not models:
+            raise ValueError(f"no model rows in {args.results}")
         written = write_reports(results, models, args.out, args.tolerance)
-    except KeyError as exc:
-        print(f"error: {exc.args[0]}", file=sys.stderr)
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
     for path in written:
         print(path)

@@ -19,6 +19,7 @@ def load_results(paths: Sequence[str | Path]) -> pd.DataFrame:
 
     Raises:
         FileNotFoundError: a path that does not exist, or a folder without ``results.parquet``.
+        ValueError: a file without the ``model``/``metric``/``value`` columns of tidy rows.
     """
     frames = []
     for raw in paths:
@@ -29,7 +30,11 @@ def load_results(paths: Sequence[str | Path]) -> pd.DataFrame:
             raise FileNotFoundError(
                 f"no results at {path}; pass results.parquet files or results/<experiment>/ folders"
             )
-        frames.append(pd.read_parquet(path))
+        frame = pd.read_parquet(path)
+        missing = [c for c in ("model", "metric", "value") if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{path} is not a tidy results file: no column(s) {missing}")
+        frames.append(frame)
     if not frames:
         raise FileNotFoundError("no result files given")
     return pd.concat(frames, ignore_index=True)
@@ -41,10 +46,9 @@ def scorecard_for(results: pd.DataFrame, model: str, tolerance: float = 0.01) ->
     Raises:
         KeyError: ``model`` has no rows (names the models that do).
     """
-    if model not in set(results["model"]):
-        raise KeyError(
-            f"no rows for model {model!r}; models in the results: {sorted(set(results['model']))}"
-        )
+    models = sorted(results["model"].dropna().unique())
+    if model not in models:
+        raise KeyError(f"no rows for model {model!r}; models in the results: {models}")
     return build_scorecard(
         model, sweep_evidence(results, model), deploy_evidence(results, model), tolerance
     )

@@ -49,9 +49,9 @@ VALIDATION_RULE = (
     "mean drop <= tol -> 3; rejected with mean drop <= 5 tol -> 2; else 1"
 )
 EFFORT_RULE = (
-    "deployed W8A8 PTQ passes the gate -> 5 (none); another swept W8A8 PTQ point has drop <= tol "
-    "-> 4 (config change); best W8A8 drop <= 5% -> 3 (mixed precision or advanced PTQ); "
-    "<= 10% -> 2 (QAT); else 1 (keep float)"
+    "deployed W8A8 PTQ passes the gate -> 5 (none); else the smallest W8A8 relative DSC drop d "
+    "(swept points and the deployed static INT8 model): d <= tol -> 4 (config change); "
+    "<= 5% -> 3 (mixed precision or advanced PTQ); <= 10% -> 2 (QAT); else 1 (keep float)"
 )
 
 
@@ -205,7 +205,10 @@ def _deployment(deploy: DeployEvidence | None) -> Criterion:
     speed_score = score_by_thresholds(speed, (2.0, 1.5, 1.1, 0.9), higher_is_better=True)
     size_score = score_by_thresholds(ratio, (0.3, 0.5, 0.75, 1.0), higher_is_better=False)
     score = (speed_score + size_score) // 2
-    why = f"speed-up {speed:.2f}x -> {speed_score}, size ratio {ratio:.2f} -> {size_score}; floor(mean) = {score}"
+    why = (
+        f"speed-up {speed:.2f}x -> {speed_score}, size ratio {ratio:.2f} -> {size_score}; "
+        f"floor(mean) = {score}"
+    )
     return Criterion("Deployment constraints", score, DEPLOYMENT_RULE, measured, why)
 
 
@@ -250,28 +253,37 @@ def _validation(deploy: DeployEvidence | None, tolerance: float) -> Criterion:
 def _effort(sweep: SweepEvidence, deploy: DeployEvidence | None, tolerance: float) -> Criterion:
     best = sweep.best("w8a8")
     accepted = deploy is not None and deploy.gate.get("ort_int8_static", (False, ""))[0]
+    deployed_drop = deploy.rel_drop() if deploy is not None else math.nan
     measured = {
         "deployed PTQ passes the gate": "not measured"
         if deploy is None
         else ("yes" if accepted else "no"),
         "best swept W8A8 drop": _pct(best["rel_drop"]) if best is not None else "not measured",
+        "deployed static INT8 drop": _pct(deployed_drop),
     }
     if accepted:
-        score, why = 5, "the deployed PTQ model passes the gate -> 5"
-    elif best is None:
+        return Criterion(
+            "Effort", 5, EFFORT_RULE, measured, "the deployed PTQ model passes the gate -> 5"
+        )
+    drops = [
+        d for d in (best["rel_drop"] if best is not None else None, deployed_drop) if finite(d)
+    ]
+    if not drops:
         return Criterion(
             "Effort", None, EFFORT_RULE, measured, "neither a passing deployment nor a W8A8 sweep"
         )
-    else:
-        d = float(best["rel_drop"])
-        score = 4 if d <= tolerance else 3 if d <= 0.05 else 2 if d <= 0.10 else 1
-        why = f"best W8A8 drop {_pct(d)} -> {score}"
-    return Criterion("Effort", score, EFFORT_RULE, measured, why)
+    d = float(min(drops))
+    score = 4 if d <= tolerance else 3 if d <= 0.05 else 2 if d <= 0.10 else 1
+    return Criterion("Effort", score, EFFORT_RULE, measured, f"d = {_pct(d)} -> {score}")
 
 
 def _recommendation(sweep: SweepEvidence, deploy: DeployEvidence | None, tolerance: float) -> str:
     best = sweep.best("w8a8")
     accepted = deploy is not None and deploy.gate.get("ort_int8_static", (False, ""))[0]
+    # without a sweep, the deployed model's own drop is the only W8A8 measurement there is
+    drop = float(best["rel_drop"]) if best is not None else math.nan
+    if best is None and deploy is not None:
+        drop = deploy.rel_drop()
     if accepted:
         point = deploy.point
         text = (
@@ -279,14 +291,35 @@ def _recommendation(sweep: SweepEvidence, deploy: DeployEvidence | None, toleran
             f"{point.get('observer')} observer, {point.get('calib_n')} calibration patches): "
             "the ONNX Runtime INT8 model passed the accuracy gate."
         )
-    elif best is not None and best["rel_drop"] <= tolerance:
-        text = f"Proceed with W8A8 PTQ using {_label(best)} (the best swept point; re-run the deployment gate with it)."
-    elif best is not None and best["rel_drop"] <= 0.05:
-        text = "Consider QAT or mixed precision (keep the most sensitive layers and classes in FP16/FP32)."
-    elif best is not None:
+    elif best is not None and drop <= tolerance:
+        text = (
+            f"Proceed with W8A8 PTQ using {_label(best)} (the best swept point; re-run the "
+            "deployment gate with it)."
+        )
+    elif finite(drop) and drop <= tolerance:
+        reason = deploy.gate.get("ort_int8_static", (False, "not gated"))[1]
+        text = (
+            f"Keep FP32 for now: the static INT8 mean DSC drop ({_pct(drop)}) is within the "
+            f"tolerance, but the gate rejected it ({reason}); try mixed precision for the layers "
+            "behind the classes at risk below, or another calibration setting."
+        )
+    elif finite(drop) and drop <= 0.05:
+        text = (
+            "Consider QAT or mixed precision (keep the most sensitive layers and classes in "
+            "FP16/FP32)."
+        )
+    elif finite(drop):
         text = "Keep FP32/FP16: W8A8 costs more than 5% relative DSC; INT8 needs QAT at least."
     else:
-        text = "Not enough evidence: run the fake-quant sweep (FP32 + W8A8) and task=deploy for this model."
+        text = (
+            "Not enough evidence: run the fake-quant sweep (FP32 + W8A8) and task=deploy for "
+            "this model."
+        )
+    if best is None and deploy is not None:
+        text += (
+            " Sensitivity and calibration are not scored: pass the results of a fake-quant sweep "
+            "with FP32 and W8A8 runs of this model (e.g. experiment=smoke) as well."
+        )
     if deploy is not None and deploy.speedup:
         speed = deploy.speedup[max(deploy.speedup)]
         if speed < 1.1:
@@ -298,14 +331,20 @@ def _recommendation(sweep: SweepEvidence, deploy: DeployEvidence | None, toleran
 
 
 def _risks(sweep: SweepEvidence, deploy: DeployEvidence | None, top: int = 3) -> pd.DataFrame:
-    """Classes with the largest relative DSC drop, from the best W8A8 point and the deployment."""
+    """Classes with the largest relative DSC drop, from the best W8A8 point and the deployment.
+
+    Only classes that lost accuracy are listed (a class that gained is not a risk), at most
+    ``top`` per source.
+    """
     frames = []
     best = sweep.best("w8a8")
     if best is not None and not sweep.class_drops.empty:
         mask = pd.Series(True, index=sweep.class_drops.index)
         for key in ("precision", "granularity", "observer", "algorithm", "calib_n"):
             mask &= sweep.class_drops[key] == best[key]
-        rows = sweep.class_drops[mask].nlargest(top, "rel_drop")
+        rows = sweep.class_drops[mask & (sweep.class_drops["rel_drop"] > 0)].nlargest(
+            top, "rel_drop"
+        )
         frames.append(
             rows.assign(source=f"sweep {_label(best)}")[
                 ["source", "class", "class_name", "fp32_dsc", "dsc", "rel_drop"]
@@ -327,7 +366,7 @@ def _risks(sweep: SweepEvidence, deploy: DeployEvidence | None, top: int = 3) ->
             rows["rel_drop"] = (rows["fp32_dsc"] - rows["dsc"]) / rows["fp32_dsc"].where(
                 rows["fp32_dsc"] != 0
             )
-            frames.append(rows.nlargest(top, "rel_drop"))
+            frames.append(rows[rows["rel_drop"] > 0].nlargest(top, "rel_drop"))
     if not frames:
         return pd.DataFrame(
             columns=["source", "class", "class_name", "fp32_dsc", "dsc", "rel_drop"]

@@ -1,4 +1,4 @@
-"""Deployment fixtures: a tiny encoder-decoder exported once per test module, calibration patches."""
+"""Deployment fixtures: a tiny encoder-decoder exported once per session, calibration patches."""
 
 from __future__ import annotations
 

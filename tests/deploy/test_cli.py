@@ -1,4 +1,9 @@
-"""End to end: ``python -m benchmark.deploy experiment=deploy_smoke`` on a shrunken phantom."""
+"""End to end: ``experiment=deploy_smoke`` through both entry points, then the readiness report.
+
+``python -m benchmark.run experiment=deploy_smoke`` computes the run; the same command through
+``python -m benchmark.deploy`` then finds its config hash done, skips it and prints the summary
+from the stored rows; ``python -m benchmark.readiness`` turns those rows into the scorecard.
+"""
 
 from __future__ import annotations
 
@@ -25,21 +30,22 @@ SHRINK = [
 ]
 
 
-@pytest.mark.slow
-def test_deploy_cli_writes_tidy_rows_and_reports(tmp_path):
-    results = tmp_path / "results"
-    cmd = [
-        sys.executable,
-        "-m",
-        "benchmark.deploy",
-        "experiment=deploy_smoke",
-        *SHRINK,
-        f"paths.results_dir={results}",
-        f"hydra.run.dir={tmp_path / 'hydra'}",
-    ]
+def _run(module: str, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", module, *extra]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "ort_int8_static" in done.stdout and "speedup@b1" in done.stdout
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
+    return done
+
+
+@pytest.mark.slow
+def test_deploy_smoke_writes_tidy_rows_summary_and_readiness_report(tmp_path):
+    results = tmp_path / "results"
+    overrides = ["experiment=deploy_smoke", *SHRINK, f"paths.results_dir={results}"]
+    done = _run("benchmark.run", tmp_path, *overrides, f"hydra.sweep.dir={tmp_path / 'h1'}")
+    # the job logs its summary: one line per backend, speed-up columns, the gate's reasons
+    assert "deployment summary" in done.stdout and "speedup@b1" in done.stdout
+    assert "ort_fp16: skipped: no GPU execution provider" in done.stdout
+    assert "initializer" not in done.stdout  # exporter chatter is silenced
 
     rows = pd.read_parquet(results / "deploy_smoke" / "results.parquet")
     assert set(ROW_COLUMNS) <= set(rows.columns)
@@ -71,6 +77,7 @@ def test_deploy_cli_writes_tidy_rows_and_reports(tmp_path):
     # the export is exact to float32 reassociation, so its predictions equal PyTorch's
     assert values("ort_fp32", "export_max_abs_diff").iloc[0] < 1e-3
     assert values("ort_fp32", "voxel_agreement_vs_fp32").min() > 0.999
+    assert values("ort_fp16", "backend_available").tolist() == [0.0]  # no GPU: recorded skip
     assert set(rows.loc[rows["metric"] == "latency_p50_ms", "batch_size"]) == {1, 2}
     assert (values("ort_int8_static", "size_mb").iloc[0]) < values("ort_fp32", "size_mb").iloc[0]
     static_ops = rows[(rows["backend"] == "ort_int8_static") & (rows["metric"] == "op_count")]
@@ -83,3 +90,23 @@ def test_deploy_cli_writes_tidy_rows_and_reports(tmp_path):
     gate = json.loads((work / "gate.json").read_text())
     assert set(gate) >= {"ort_int8_static", "ort_int8_dynamic"}
     assert (work / "ops.csv").is_file() and (work / "int8_static.onnx").is_file()
+
+    again = _run("benchmark.deploy", tmp_path, *overrides, f"hydra.sweep.dir={tmp_path / 'h2'}")
+    assert f"{run_id} (skipped)" in again.stdout and "ort_int8_static" in again.stdout
+    assert pd.read_parquet(results / "deploy_smoke" / "results.parquet").shape == rows.shape
+
+    report = _run(
+        "benchmark.readiness",
+        tmp_path,
+        str(results / "deploy_smoke"),
+        "--out",
+        str(tmp_path / "ready"),
+    )
+    md = (tmp_path / "ready" / "readiness_tiny_nnunet.md").read_text()
+    assert report.stdout.split() == [
+        str(tmp_path / "ready" / "readiness_tiny_nnunet.md"),
+        str(tmp_path / "ready" / "readiness_tiny_nnunet.html"),
+    ]
+    size = values("ort_int8_static", "size_mb").iloc[0] / values("ort_fp32", "size_mb").iloc[0]
+    assert f"({size:.2f}x)" in md and "## Deployment constraints: " in md
+    assert "## Validation: not measured" not in md

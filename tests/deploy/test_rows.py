@@ -55,6 +55,15 @@ def frame():
     )
     batch = BatchConsistency(True, (1, 2, 4), 0.0, 0.0, 1e-4)
     rows += gate_rows("ort_int8_static", decide({1: 0.8}, {1: 0.8}, batch=batch), batch)
+    rows.append({"backend": "torch_fp32", "case": "c0", "class": 1, "metric": "dsc", "value": 1.0})
+    rows.append(
+        {
+            "backend": "ort_fp16",
+            "metric": "backend_available",
+            "value": 0.0,
+            "note": "skipped: no GPU",
+        }
+    )
     return to_frame(
         rows, {"experiment": "e", "run_id": "r", "model": "tiny", "hardware": "default"}
     )
@@ -79,5 +88,8 @@ def test_summary_table_derives_speedup_and_gate(frame):
     assert table.loc["ort_int8_static", "size_mb"] == 1.0
     assert table.loc["ort_int8_static", "gate"] == "accepted"
     assert table.loc["ort_int8_static", "int_conv_share"] == 0.75
+    assert table.loc["ort_int8_static", "dsc_drop_%"] == pytest.approx(20.0)
+    assert table.loc["torch_fp32", "dsc_drop_%"] == 0.0
+    assert "ort_fp16" not in table.index
     text = format_summary(frame)
-    assert "ort_int8_static: accepted" in text
+    assert "ort_int8_static: accepted" in text and "ort_fp16: skipped: no GPU" in text

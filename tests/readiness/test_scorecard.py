@@ -217,7 +217,8 @@ def test_passing_model_scores_follow_the_rules(passing):
     assert scores == {
         "Performance sensitivity": 5,  # best W8A8 drop 0.5 % <= 1 %
         "Calibration data": 4,  # spread 1.3 % - 0.5 % = 0.8 pp: <= 1 pp
-        "Deployment constraints": 4,  # speed-up 1.8x -> 4, size 1.1/4.0 = 0.275 -> 5, floor(4.5) = 4
+        # speed-up 1.8x -> 4, size 1.1/4.0 = 0.275 -> 5, floor(4.5) = 4
+        "Deployment constraints": 4,
         "Validation": 5,  # accepted, consistent, fake-quant agreement 0.99 >= 0.98
         "Effort": 5,  # deployed PTQ passes the gate
     }
@@ -238,15 +239,17 @@ def test_rejected_deployment_and_risky_class():
         "tiny", sweep_evidence(results, "tiny"), deploy_evidence(results, "tiny")
     )
     scores = {c.name: c.score for c in card.criteria}
-    # mean drop (0 + 0.008 + 0.056) / 2.4 = 2.67 % -> 3; one W8A8 point only -> calibration not measured
+    # mean drop (0 + 0.008 + 0.056) / 2.4 = 2.67 % -> 3; one W8A8 point: calibration not measured
     assert scores["Performance sensitivity"] == 3
     assert scores["Calibration data"] is None
     assert scores["Validation"] == 2  # rejected, drop 3 % <= 5 x 1 %
     assert scores["Effort"] == 3  # best W8A8 drop 2.67 % <= 5 %
     assert card.overall_percent == pytest.approx(100 * (3 + 4 + 2 + 3) / 20)
     assert card.recommendation.startswith("Consider QAT")
-    top = card.risks[card.risks["source"].str.startswith("sweep")].iloc[0]
-    assert top["class"] == 3 and top["rel_drop"] == pytest.approx(0.08)
+    sweep_risks = card.risks[card.risks["source"].str.startswith("sweep")]
+    assert sweep_risks.iloc[0]["class"] == 3
+    assert sweep_risks.iloc[0]["rel_drop"] == pytest.approx(0.08)
+    assert list(sweep_risks["class"]) == [3, 2]  # class 1 lost nothing: not a risk
 
 
 def test_without_deployment_run_criteria_are_not_measured(passing):
@@ -283,3 +286,32 @@ def test_html_matches_markdown_scores(passing):
     page = to_html(card)
     for criterion in card.criteria:
         assert f"{criterion.name}: {criterion.score}/5" in page
+
+
+def test_deployment_alone_scores_deployment_validation_and_effort():
+    """Without a sweep the deployed model's own drop drives effort and the recommendation."""
+    results = _table(_deploy_rows(static_drop=0.005, accepted=False, consistent=False))
+    card = build_scorecard(
+        "tiny", sweep_evidence(results, "tiny"), deploy_evidence(results, "tiny")
+    )
+    scores = {c.name: c.score for c in card.criteria}
+    assert scores["Performance sensitivity"] is None and scores["Calibration data"] is None
+    assert scores["Validation"] == 3  # rejected, drop 0.5 % <= tol
+    assert scores["Effort"] == 4  # deployed drop 0.5 % <= tol
+    assert card.recommendation.startswith("Keep FP32 for now")
+    assert "pass the results of a fake-quant sweep" in card.recommendation
+
+
+def test_cli_errors_name_the_problem(passing, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    assert main([str(tmp_path / "missing"), "--out", out]) == 2
+    assert "no results at" in capsys.readouterr().err
+    not_tidy = tmp_path / "other.parquet"
+    pd.DataFrame({"x": [1]}).to_parquet(not_tidy)
+    assert main([str(not_tidy), "--out", out]) == 2
+    assert "not a tidy results file" in capsys.readouterr().err
+    results = tmp_path / "results.parquet"
+    passing.to_parquet(results)
+    assert main([str(results), "--model", "nope", "--out", out]) == 2
+    assert "no rows for model 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
