@@ -68,6 +68,12 @@ TABLE_COLUMNS = [
 class FloatCast(nn.Module):
     """Runs ``module`` fully cast to ``dtype``; inputs are cast in and outputs back to float32.
 
+    A full cast, not ``torch.autocast``: autocast keeps normalisations, softmax and reductions in
+    float32 and picks per-op precisions that differ between CPU and CUDA and between torch
+    releases, so it would measure a device-dependent mix. A full cast stores every weight and
+    activation in ``dtype`` and runs every op in it, which is what a half-precision deployment
+    does, and it is the same function on every device.
+
     Args:
         module: the network (already converted with ``.to(dtype)``).
         dtype: ``torch.float16`` or ``torch.bfloat16``.

@@ -27,6 +27,9 @@ are floored at float32 eps (as torch.ao does) so that all-zero channels quantize
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import torch
 
 __all__ = [
@@ -110,7 +113,9 @@ def fake_quantize(
     Computed as ``clamp(round(x * s^-1), q_min - z, q_max - z) * s``, which equals the module
     formula exactly (the zero point is an integer, and integers below 2^24 are exact in float32).
     Four in-place passes over one output buffer; on CPU this is about 2.5x faster than torch's
-    fused ``fake_quantize_*`` kernels, which also write a gradient mask.
+    fused ``fake_quantize_*`` kernels, which also write a gradient mask. Large CPU tensors are
+    processed in blocks of about :data:`CPU_BLOCK_ELEMENTS` so that passes two to four hit the
+    cache instead of main memory (a fused kernel in effect; the values are unchanged).
 
     Args:
         x: float32 tensor, any shape.
@@ -125,13 +130,53 @@ def fake_quantize(
     """
     if isinstance(scale, torch.Tensor):
         inv_scale = torch.reciprocal(scale.float())
-        low = (qmin - zero_point).to(x.dtype) if isinstance(zero_point, torch.Tensor) else qmin - zero_point
-        high = (qmax - zero_point).to(x.dtype) if isinstance(zero_point, torch.Tensor) else qmax - zero_point
+        if isinstance(zero_point, torch.Tensor):
+            low, high = (qmin - zero_point).to(x.dtype), (qmax - zero_point).to(x.dtype)
+        else:
+            low, high = qmin - zero_point, qmax - zero_point
     else:
         inv_scale = float(torch.reciprocal(torch.tensor(scale, dtype=torch.float32)))
         low, high = float(qmin - zero_point), float(qmax - zero_point)
-    y = torch.mul(x, inv_scale, out=out) if out is not None else torch.mul(x, inv_scale)
-    return y.round_().clamp_(low, high).mul_(scale)
+    if torch.is_grad_enabled() and x.requires_grad:
+        # out= has no autograd formula: a differentiable call allocates its result
+        return torch.mul(x, inv_scale).round_().clamp_(low, high).mul_(scale)
+    if out is None:
+        out = torch.empty_like(x)
+    if x.device.type != "cpu" or x.numel() <= 2 * CPU_BLOCK_ELEMENTS:
+        return torch.mul(x, inv_scale, out=out).round_().clamp_(low, high).mul_(scale)
+    dim, size = _block_split(x.shape)
+    operands = [x, out, inv_scale, low, high, scale]
+    outer = itertools.product(*(range(n) for n in x.shape[:dim]))
+    for index in outer:
+        for start in range(0, x.shape[dim], size):
+            block = [(d, i, 1) for d, i in enumerate(index)] + [(dim, start, size)]
+            xb, ob, inv_b, low_b, high_b, scale_b = (_narrow(t, x.ndim, block) for t in operands)
+            torch.mul(xb, inv_b, out=ob).round_().clamp_(low_b, high_b).mul_(scale_b)
+    return out
+
+
+# 2^21 float32 elements = 8 MiB in and 8 MiB out per block: within a server L3 cache (32 MiB
+# here), and few enough blocks that the per-op dispatch and thread-barrier costs stay small.
+CPU_BLOCK_ELEMENTS = 1 << 21
+
+
+def _block_split(shape: torch.Size) -> tuple[int, int]:
+    """``(dim, size)``: split the outermost dim whose trailing block fits the cache budget
+    (the last dim always does); the dims before it are walked one index at a time."""
+    dim = next(d for d in range(len(shape)) if math.prod(shape[d + 1 :]) <= CPU_BLOCK_ELEMENTS)
+    return dim, max(1, CPU_BLOCK_ELEMENTS // math.prod(shape[dim + 1 :]))
+
+
+def _narrow(t, ndim: int, block: list[tuple[int, int, int]]):
+    """One block ``[(dim, start, length), ...]`` of a broadcastable operand; scalars and size-1
+    dims are shared by all blocks."""
+    if not isinstance(t, torch.Tensor):
+        return t
+    offset = ndim - t.ndim  # broadcasting aligns the trailing dims
+    for dim, start, length in block:
+        if dim >= offset and t.shape[dim - offset] > 1:
+            t = t.narrow(dim - offset, start, min(length, t.shape[dim - offset] - start))
+    return t
 
 
 def quantize_codes(

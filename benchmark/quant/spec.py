@@ -12,12 +12,18 @@ Every choice the published MedQuanBench definitions leave open is a field here, 
   force one grid everywhere.
 - **Static vs dynamic**: per-tensor and per-channel activation ranges are static (calibrated
   once, ``dynamic=False``). Per-position ranges (per voxel, per token) are dynamic by default
-  (``position_scales="dynamic"``): a voxel's range is a property of the input at that position,
-  not of the layer, and static per-voxel ranges estimated from a handful of calibration patches
-  clip unseen inputs (the per-voxel W8A8 drop in issue 7's probe). Dynamic per-voxel scales on a
-  1x1x1 conv and dynamic per-token scales on a linear layer are as integer-factorizable as static
-  ones (one scale per GEMM row). ``position_scales="static"`` keeps the naive calibrated variant
-  for the observer experiment.
+  (``position_scales="dynamic"``): the scale of a voxel is computed at run time from that voxel's
+  own channel vector (``max_c |x[b, c, v]|``, per sample). A static per-voxel range would be a
+  property of a patch position, but under sliding-window inference a patch position is not an
+  anatomical position: ranges taken as the max over a handful of calibration patches at each
+  position memorise where the calibration anatomy happened to lie and clip new cases wherever it
+  lies elsewhere (early phantom probes showed static per-voxel W8A8 below per-channel). The
+  dynamic form needs no estimate, so it cannot overfit the calibration set, and it stays
+  integer-factorizable: on a 1x1x1 conv (and per token on a linear layer) the scale is one factor
+  per GEMM row, whether it was calibrated or computed from the row itself.
+  ``tests/quant/test_unet.py::test_default_adaptive_generalises_where_static_per_voxel_does_not``
+  measures both on inputs whose layout differs from calibration. ``position_scales="static"``
+  keeps the naive calibrated variant for the observer experiment.
 - **Operators** (see ``benchmark.quant.modules``): Conv2d/Conv3d, ConvTranspose2d/3d and Linear
   (weights and inputs), and the two attention matmuls Q.K^T and A.V (all four operands) of
   MONAI's SABlock and WindowAttention and of ``nn.MultiheadAttention``. Softmax, norms,

@@ -169,3 +169,109 @@ def test_cuda_matches_cpu(tiny_segnet):
         cpu = qmodel(x)
         gpu = qmodel.cuda()(x.cuda()).cpu()
     torch.testing.assert_close(gpu, cpu, rtol=1e-3, atol=1e-3)
+
+
+class _MixedNet(nn.Module):
+    """One of each operator kind: padded and unpadded 1x1x1 convs, a 3x3x3 conv, a transposed
+    conv and a linear layer over the channels of every voxel."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv3d(1, 4, 3, padding=1)
+        self.pointwise = nn.Conv3d(4, 4, 1)
+        self.up = nn.ConvTranspose3d(4, 4, 2, stride=2)
+        self.mix = nn.Linear(4, 4)
+        self.head = nn.Conv3d(4, 2, 1)
+
+    def forward(self, x):
+        x = self.up(torch.relu(self.pointwise(self.stem(x))))
+        return self.head(self.mix(x.movedim(1, -1)).movedim(-1, 1))
+
+
+def test_table_tags_integer_factorizable_and_simulation_only():
+    model = _MixedNet().eval()
+    expected = {
+        "per_tensor": dict.fromkeys(
+            ("stem", "pointwise", "up", "mix", "head"), "integer-factorizable"
+        ),
+        "per_channel_token": {
+            "stem": "simulation-only",
+            "pointwise": "simulation-only",
+            "up": "simulation-only",
+            "mix": "integer-factorizable",
+        },
+        "adaptive": {
+            "stem": "simulation-only",
+            "pointwise": "integer-factorizable",
+            "up": "simulation-only",
+            "mix": "integer-factorizable",
+            "head": "integer-factorizable",
+        },
+    }
+    for granularity, tags in expected.items():
+        qmodel = calibrate(quantize(model, QuantSpec("w8a8", granularity)), _batches(2))
+        table = quantization_table(qmodel).set_index("module")
+        assert table.loc[list(tags), "execution"].to_dict() == tags, granularity
+    spec = QuantSpec("w8a8", "adaptive", large_kernel_per_voxel=True, exclude=("head",))
+    table = quantization_table(quantize(model, spec)).set_index("module")
+    assert table.loc["stem", "execution"] == "integer-factorizable per kernel position"
+    assert table.loc["stem", "activation_scheme"] == "per_voxel/dynamic/auto"
+    assert table.loc["mix", "activation_scheme"] == "per_token/dynamic/auto"
+    assert table.loc["head", "execution"] == "float32 (exclude pattern)"
+    assert bool(table["calibrated"].iloc[:-1].all())
+
+
+@pytest.mark.parametrize(
+    ("where", "value"), [("batch", float("inf")), ("weight", float("nan"))], ids=str
+)
+def test_non_finite_values_are_named(tiny_segnet, where, value):
+    if where == "batch":
+        bad = _batches(2)
+        bad[1][0, 0, 0, 0, 0] = value
+        with pytest.raises(NonFiniteError, match="calibration batch 1"):
+            calibrate(quantize(tiny_segnet, QuantSpec("w8a8")), bad)
+    else:
+        with torch.no_grad():
+            tiny_segnet.body[2].weight[0, 0, 0, 0, 0] = value
+        with pytest.raises(NonFiniteError, match=r"body\.2\.weight.*checkpoint"):
+            quantize(tiny_segnet, QuantSpec("w4a4", "adaptive"))
+
+
+@pytest.mark.parametrize("granularity", ["per_tensor", "per_channel_token", "adaptive"])
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_repeated_forwards_and_rebuilds_are_bitwise_equal(tiny_segnet, granularity, dynamic):
+    spec = QuantSpec("w4a4", granularity, "percentile", dynamic=dynamic)
+    x = torch.cat(_batches(2))
+    with torch.no_grad():
+        outputs = [calibrate(quantize(tiny_segnet, spec), _batches())(x) for _ in range(2)]
+        qmodel = calibrate(quantize(tiny_segnet, spec), _batches())
+        outputs += [qmodel(x), qmodel(x)]
+    assert all(torch.equal(outputs[0], out) for out in outputs[1:])
+    quantizer = qmodel.head.input_quant
+    h = torch.randn(3, 4, 8, 8, 8)
+    h[1].clamp_(min=0)  # one non-negative sample: a per-sample grid under dynamic ``auto``
+    with torch.no_grad():  # layer inputs share a scratch buffer here: keep copies
+        items = torch.cat([quantizer(h[i : i + 1]).clone() for i in range(3)])
+        assert torch.equal(quantizer(h), items), granularity
+
+
+def test_two_dimensional_operators():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.ConvTranspose2d(4, 4, 2, stride=2),
+        nn.Conv2d(4, 2, 1),
+    ).eval()
+    batches = [torch.randn(2, 1, 12, 12) for _ in range(2)]
+    x = batches[0][:1]  # inside the calibrated ranges: 16 bits must be lossless
+    with torch.no_grad():
+        ref = model(x)
+        errors = {}
+        for precision in ("w16a16", "w4a4"):
+            qmodel = calibrate(quantize(model, QuantSpec(precision, "adaptive")), batches)
+            errors[precision] = float((qmodel(x) - ref).norm() / ref.norm())
+    table = quantization_table(qmodel).set_index("module")
+    assert list(table["op_type"]) == ["Conv2d", "ConvTranspose2d", "Conv2d"]
+    assert table.loc["3", "activation_scheme"] == "per_voxel/dynamic/auto"
+    assert errors["w16a16"] < 1e-3 < 0.05 < errors["w4a4"], errors

@@ -114,6 +114,29 @@ def test_multihead_attention(batch_first):
     torch.testing.assert_close(weights.sum(-1), torch.ones(2, 4, 10))
     assert all(errors["w16a16", g] < 1e-3 for g in ("per_tensor", "per_channel_token")), errors
     assert all(errors["w8a8", g] < 0.05 for g in ("per_tensor", "per_channel_token")), errors
-    assert all(errors["w4a4", g] > 3 * errors["w8a8", g] for g in ("per_tensor", "per_channel_token"))
+    assert all(
+        errors["w4a4", g] > 3 * errors["w8a8", g] for g in ("per_tensor", "per_channel_token")
+    )
     table = quantization_table(qmodel)
     assert set(table["module"]) == {"mha.in_proj", "mha.out_proj", "mha.matmul_qk", "mha.matmul_av"}
+
+
+@pytest.mark.parametrize("which", ["swin", "unetr"])
+def test_matmul_operands_alone_change_the_output(which, request):
+    """With every Linear kept in float32 only Q, K, A and V are quantized: the error must come
+    from the two matmuls and shrink with more bits."""
+    model = request.getfixturevalue(which)
+    x = torch.randn(1, 1, 32, 32, 32)
+    errors = {}
+    with torch.no_grad():
+        ref = model(x)
+        for precision in ("w16a16", "w8a8", "w4a4"):
+            spec = QuantSpec(precision, include=("*attn*",), exclude_types=("Linear",))
+            qmodel = calibrate(quantize(model, spec), [x])
+            assert set(quantization_table(qmodel)["op_type"].dropna()) >= {
+                f"{type(m).__name__}.matmul_qk"
+                for m in model.modules()
+                if type(m) in (SABlock, WindowAttention)
+            }
+            errors[precision] = _rel(qmodel(x), ref)
+    assert 10 * errors["w16a16"] < errors["w8a8"] and 3 * errors["w8a8"] < errors["w4a4"], errors

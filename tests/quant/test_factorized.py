@@ -34,15 +34,22 @@ def _codes(qconv, x):
 
 
 @pytest.mark.parametrize(
-    ("granularity", "kernel"),
-    [("per_tensor", 3), ("per_channel_token", 3), ("adaptive", 1)],
+    ("granularity", "kernel", "position_scales"),
+    [
+        ("per_tensor", 3, "static"),
+        ("per_channel_token", 3, "static"),
+        ("adaptive", 1, "static"),
+        ("adaptive", 1, "dynamic"),
+    ],
 )
 @pytest.mark.parametrize("act_mapping", ["symmetric", "asymmetric"])
-def test_quant_conv3d_equals_integer_accumulation(granularity, kernel, act_mapping):
+def test_quant_conv3d_equals_integer_accumulation(
+    granularity, kernel, position_scales, act_mapping
+):
     conv = nn.Conv3d(5, 4, kernel, padding=kernel // 2)
     model = nn.Sequential(conv).eval()
     x = torch.randn(2, 5, 6, 6, 6) * torch.rand(1, 1, 6, 6, 6) * 3
-    spec = QuantSpec("w8a8", granularity, act_mapping=act_mapping, position_scales="static")
+    spec = QuantSpec("w8a8", granularity, act_mapping=act_mapping, position_scales=position_scales)
     qmodel = calibrate(quantize(model, spec), [x])
     with torch.no_grad():
         y = qmodel(x)
@@ -51,7 +58,8 @@ def test_quant_conv3d_equals_integer_accumulation(granularity, kernel, act_mappi
     s_w = w_scale.reshape(1, -1, 1, 1, 1, 1).numpy().astype(np.float64)
     bias = conv.bias.detach().numpy().reshape(1, -1, 1, 1, 1).astype(np.float64)
     if granularity == "adaptive":
-        assert act_scale.shape == (1, 1, 6, 6, 6)
+        # static: one scale map for every sample; dynamic: one per sample
+        assert act_scale.shape == ((1 if position_scales == "static" else 2), 1, 6, 6, 6)
         acc = int_conv3d(codes - act_zp, w_codes, 0).sum(axis=2)
         ref = acc * s_w[:, :, 0] * act_scale.numpy().astype(np.float64) + bias
     else:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmark.quant import primitives
 from benchmark.quant.granularity import PerAxis, PerTensor, PerToken, PerVoxel
 from benchmark.quant.observers import estimate_range
 from benchmark.quant.primitives import (
@@ -15,6 +16,7 @@ from benchmark.quant.primitives import (
     quant_range,
     quantize_codes,
 )
+from benchmark.quant.quantizer import ActivationQuantizer
 
 EPS = np.float32(np.finfo(np.float32).eps)
 
@@ -74,7 +76,9 @@ def test_fake_quantize_equals_numpy_integer_reference(granularity, mapping, dyna
             np.testing.assert_array_equal(ours, ref, err_msg=f"{case} bits={bits}")
             codes = quantize_codes(x, scale, zp, qmin, qmax).numpy().astype(np.int64)
             np.testing.assert_array_equal(codes, ref_codes, err_msg=f"{case} bits={bits}")
-            np.testing.assert_array_equal(dequantize_codes(torch.from_numpy(codes).float(), scale, zp), ref)
+            np.testing.assert_array_equal(
+                dequantize_codes(torch.from_numpy(codes).float(), scale, zp), ref
+            )
 
 
 def test_special_values_are_exact():
@@ -91,8 +95,8 @@ def test_special_values_are_exact():
         torch.testing.assert_close(out, x, rtol=1e-6, atol=0)
 
 
-@pytest.mark.parametrize("bits", [2, 4, 8])
-@pytest.mark.parametrize("mapping", ["symmetric", "asymmetric"])
+@pytest.mark.parametrize("bits", range(2, 17))
+@pytest.mark.parametrize("mapping", ["symmetric", "unsigned", "asymmetric"])
 def test_equals_torch_fake_quantize_per_tensor_and_per_channel(bits, mapping):
     x = torch.randn(3, 5, 7) * 4 + 0.5
     lo, hi = estimate_range(x, (), "minmax")
@@ -136,3 +140,48 @@ def test_granularity_dims_table():
     assert PerAxis(1) == PerAxis(1) and hash(PerVoxel()) == hash(PerVoxel())
     with pytest.raises(ValueError, match="PerAxis"):
         PerAxis(5).scale_dims(3)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8, 16])
+@pytest.mark.parametrize("granularity", [PerTensor(), PerVoxel()], ids=lambda g: g.name)
+def test_dynamic_auto_quantizer_picks_a_grid_per_sample(bits, granularity):
+    """``auto``: a non-negative sample gets the unsigned grid, a signed one the symmetric grid."""
+    x = special_tensors()["random"]
+    mixed = torch.stack([x[0].clamp(min=0), x[1]])
+    quantizer = ActivationQuantizer(bits, granularity, "auto", dynamic=True, observer="minmax")
+    for batch, mappings in ((mixed, ("unsigned", "symmetric")), (mixed[:1], ("unsigned",))):
+        out = quantizer(batch).numpy()
+        for i, mapping in enumerate(mappings):
+            sample = batch[i : i + 1].numpy()
+            ref, _ = numpy_fake_quant(sample, granularity.scale_dims(5, True), bits, mapping)
+            np.testing.assert_array_equal(out[i : i + 1], ref, err_msg=f"{mapping} bits={bits}")
+
+
+@pytest.mark.parametrize("mapping", ["symmetric", "unsigned", "asymmetric"])
+@pytest.mark.parametrize("granularity", [PerTensor(), PerAxis(1)], ids=lambda g: g.name)
+def test_static_quantizer_fast_path_equals_numpy_reference(mapping, granularity):
+    """The calibrated forward (scalar scales, scalar clamp bounds) keeps the exact definition."""
+    x = special_tensors()["random"]
+    quantizer = ActivationQuantizer(8, granularity, mapping, dynamic=False, observer="minmax")
+    for bits in (2, 4, 8, 16):
+        quantizer.bits = bits
+        lo, hi = estimate_range(x, granularity.scale_dims(5), "minmax")
+        quantizer.set_range(lo, hi, mapping)
+        ref, _ = numpy_fake_quant(x.numpy(), granularity.scale_dims(5), bits, mapping)
+        np.testing.assert_array_equal(quantizer(x).numpy(), ref, err_msg=f"bits={bits}")
+
+
+@pytest.mark.parametrize("granularity", GRANULARITIES, ids=lambda g: g.name)
+@pytest.mark.parametrize("mapping", ["symmetric", "asymmetric"])
+def test_cache_blocked_path_equals_numpy_reference(granularity, mapping, monkeypatch):
+    """Blocks of 7 elements cut through every dimension of a contiguous and a strided input."""
+    monkeypatch.setattr(primitives, "CPU_BLOCK_ELEMENTS", 7)
+    x = special_tensors()["random"]
+    for name, tensor in (("contiguous", x), ("strided", x.transpose(2, 4))):
+        dims = granularity.scale_dims(tensor.ndim, dynamic=True)
+        lo, hi = estimate_range(tensor, dims, "minmax")
+        scale, zp, qmin, qmax = choose_qparams(lo, hi, 3, mapping)
+        ref, _ = numpy_fake_quant(tensor.numpy(), dims, 3, mapping)
+        np.testing.assert_array_equal(
+            fake_quantize(tensor, scale, zp, qmin, qmax).numpy(), ref, err_msg=name
+        )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -10,8 +12,14 @@ from benchmark.quant import QuantSpec, QuantSpecError, parse_precision
 
 @pytest.mark.parametrize(
     ("text", "bits"),
-    [("fp32", (None, None)), ("bf16", (None, None)), ("w8a8", (8, 8)), ("W4A8", (4, 8)),
-     ("w2a16", (2, 16)), ("w16a16", (16, 16))],
+    [
+        ("fp32", (None, None)),
+        ("bf16", (None, None)),
+        ("w8a8", (8, 8)),
+        ("W4A8", (4, 8)),
+        ("w2a16", (2, 16)),
+        ("w16a16", (16, 16)),
+    ],
 )
 def test_parse_precision(text, bits):
     assert parse_precision(text) == bits
@@ -47,10 +55,13 @@ def test_properties_to_dict_and_key():
     assert row["w_bits"] == 4 and row["a_bits"] == 8 and row["exclude"] == "head"
     assert row["position_scales"] == "dynamic" and row["act_mapping"] == "auto"
     assert all(isinstance(v, (str, int, float, bool, type(None))) for v in row.values())
-    assert spec.calibration_key() == QuantSpec("w4a8", "adaptive", "percentile", exclude=["head"]).calibration_key()
+    assert (
+        spec.calibration_key()
+        == QuantSpec("w4a8", "adaptive", "percentile", exclude=["head"]).calibration_key()
+    )
     assert spec.calibration_key() != QuantSpec("w4a8", "adaptive", "minmax").calibration_key()
     assert QuantSpec("bf16").float_dtype is torch.bfloat16
-    with pytest.raises(Exception):  # frozen
+    with pytest.raises(dataclasses.FrozenInstanceError):
         spec.precision = "w8a8"
 
 
