@@ -1,0 +1,367 @@
+"""Layer-wise sensitivity: which layers break a quantized model, and whether weights or
+activations are to blame (``task=sensitivity``).
+
+For the run's spec (say W4A4 adaptive) the network's quantizable layers are grouped into units
+(single layers or blocks, :class:`~benchmark.analysis.config.SensitivityConfig`) and these
+variants are scored on the evaluation cases, each one a row set with ``mode`` and ``layer``:
+
+- ``reference`` (FP32) and ``all`` (every unit at the spec), ``layer`` None;
+- ``one_layer``: the unit alone at the spec, everything else FP32 (what the unit costs);
+- ``all_but_one``: every unit but this one at the spec (what keeping it in FP32 recovers);
+- ``weights_only`` / ``activations_only``: the unit alone at ``wNa16`` / ``w16aM``
+  (``layer`` None: the whole model at those precisions).
+
+Calibration runs three times per run, not once per variant: the whole model at the spec (its
+ranges serve ``all`` and ``all_but_one``, whose upstream weights are quantized too), at
+``w16aM`` (FP32 weights, so exactly the FP32 activations: ``one_layer`` and
+``activations_only``) and at ``wNa16`` (``weights_only``). Each variant copies the ranges of its
+layers from the matching calibration. DSC/NSD are stored raw; :mod:`benchmark.analysis.summary`
+computes the drops. With ``activation_stats`` the same run adds the activation statistics of
+:mod:`benchmark.analysis.activations` (``mode`` ``activation_stats`` / ``activation_shift``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from tqdm.auto import tqdm
+
+import benchmark.data as data_layer
+import benchmark.metrics as metrics_layer
+import benchmark.models as models_layer
+import benchmark.quant as quant_layer
+from benchmark.analysis.activations import collect_activation_statistics
+from benchmark.analysis.config import SensitivityConfig
+from benchmark.config import bits, is_float
+from benchmark.pipeline.evaluate import _load_model, _predict, quant_spec, roi_size
+from benchmark.quant.quantizer import ActivationQuantizer
+
+__all__ = ["SCORED_METRICS", "analysis_units", "copy_ranges", "run_sensitivity", "variant_spec"]
+
+log = logging.getLogger(__name__)
+
+#: Metrics kept per variant, case and class (HD95 and calibration metrics add little here).
+SCORED_METRICS = ("dsc", "nsd")
+
+
+def analysis_units(
+    layers: Sequence[str], group_depth: int = 0, patterns: Sequence[str] = ()
+) -> dict[str, list[str]]:
+    """Group layer names into units, in network order.
+
+    Args:
+        layers: dotted names of the quantized layers in registration order.
+        group_depth: 0 = one unit per layer; N = layers sharing their first N name parts.
+        patterns: fnmatch patterns of unit names to keep (empty = all).
+
+    Returns:
+        unit name -> its layer names.
+    """
+    units: dict[str, list[str]] = {}
+    for name in layers:
+        unit = ".".join(name.split(".")[:group_depth]) if group_depth else name
+        units.setdefault(unit or name, []).append(name)
+    if patterns:
+        units = {u: v for u, v in units.items() if any(fnmatch.fnmatchcase(u, p) for p in patterns)}
+    return units
+
+
+def variant_spec(spec: Any, layers: Iterable[str], precision: str | None = None) -> Any:
+    """``spec`` restricted to exactly ``layers`` (optionally at another precision).
+
+    The layers are listed as ``include`` names and ``keep_first_last`` is switched off: the
+    layer list already comes from the full model, where kept layers were left out.
+    """
+    return dataclasses.replace(
+        spec,
+        precision=precision or spec.precision,
+        include=tuple(layers),
+        keep_first_last=False,
+    )
+
+
+def _activation_quantizers(qmodel: nn.Module) -> dict[str, ActivationQuantizer]:
+    return {n: m for n, m in qmodel.named_modules() if isinstance(m, ActivationQuantizer)}
+
+
+def copy_ranges(source: nn.Module, target: nn.Module) -> nn.Module:
+    """Give ``target``'s static activation quantizers the ranges of ``source``'s of the same name.
+
+    Both are :func:`benchmark.quant.quantize` outputs of the same network with the same
+    activation bits, granularity and observer (``target`` may quantize fewer layers).
+
+    Raises:
+        KeyError: a static quantizer of ``target`` has no calibrated counterpart in ``source``.
+    """
+    ranges = _activation_quantizers(source)
+    for name, quantizer in _activation_quantizers(target).items():
+        if quantizer.dynamic:
+            continue
+        origin = ranges.get(name)
+        if origin is None or origin.lo is None:
+            raise KeyError(f"copy_ranges: {name} has no calibrated range in the source model")
+        quantizer.set_range(origin.lo, origin.hi, origin.resolved_mapping)
+    return target
+
+
+def _calibrated_full(model: nn.Module, spec: Any, batches: list[torch.Tensor]) -> nn.Module:
+    qmodel = quant_layer.quantize(model, spec)
+    quant_layer.calibrate(qmodel, batches)
+    return qmodel
+
+
+def _executed(model: nn.Module, names: Sequence[str], batch: torch.Tensor) -> list[str]:
+    """The names among ``names`` that a forward pass reaches (unused heads are dropped)."""
+    seen: set[str] = set()
+    handles = [
+        model.get_submodule(n).register_forward_pre_hook(lambda m, i, n=n: seen.add(n))
+        for n in names
+    ]
+    try:
+        with torch.no_grad():
+            model(batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [n for n in names if n in seen]
+
+
+class _Scorer:
+    """Scores a model on the run's cases (prepared once, kept in memory)."""
+
+    def __init__(self, cfg: DictConfig, dataset: Any) -> None:
+        self.cfg = cfg
+        self.labels = {int(k): str(v) for k, v in dataset.labels.items()}
+        self.foreground = [k for k in sorted(self.labels) if k != 0]
+        case_ids = list(dataset.split(cfg.evaluation.split))
+        if cfg.evaluation.max_cases is not None:
+            case_ids = case_ids[: int(cfg.evaluation.max_cases)]
+        self.cases = [dataset.prepare(c) for c in case_ids]
+
+    def __call__(self, model: nn.Module) -> list[dict[str, Any]]:
+        rows = []
+        for case in self.cases:
+            probs = case.restore(_predict(self.cfg, model, case.image))
+            scores = metrics_layer.score_case(
+                probs.argmax(0).numpy(),
+                case.label,
+                spacing_mm=tuple(case.spacing_mm),
+                labels=self.foreground,
+                tolerance_mm=float(self.cfg.evaluation.tolerance_mm),
+            )
+            rows += [
+                {
+                    "case": case.case_id,
+                    **{k: r[k] for k in ("class", "metric", "value")},
+                    "tolerance_mm": r.get("tolerance_mm", float("nan")),
+                }
+                for r in scores
+                if r["metric"] in SCORED_METRICS
+            ]
+        return rows
+
+
+def _point(spec: Any, precision: str | None = None, calib_n: int = 0) -> dict[str, Any]:
+    precision = precision or spec.precision
+    w_bits, a_bits = bits(precision)
+    if is_float(precision):
+        return {
+            "precision": precision,
+            "w_bits": w_bits,
+            "a_bits": a_bits,
+            "granularity": "none",
+            "observer": "none",
+            "calib_n": 0,
+        }
+    return {
+        "precision": precision,
+        "w_bits": w_bits,
+        "a_bits": a_bits,
+        "granularity": spec.granularity,
+        "observer": spec.observer,
+        "calib_n": calib_n,
+    }
+
+
+def run_sensitivity(cfg: DictConfig) -> pd.DataFrame:
+    """Score the sensitivity variants of one spec and return their tidy rows.
+
+    Args:
+        cfg: a validated config with ``task=sensitivity`` and an integer ``precision``.
+
+    Returns:
+        Rows with ``case``, ``class``, ``class_name``, ``metric``, ``value``,
+        ``tolerance_mm``, ``split``, ``dataset``, ``params_m``, the quantization point of the
+        variant (``precision``, ``w_bits``, ``a_bits``, ``granularity``, ``observer``,
+        ``algorithm``, ``calib_n``) and ``mode``, ``layer`` (unit name or None),
+        ``layer_index`` (unit position in network order; for activation rows the layer's
+        position among the quantized layer inputs), ``unit_layers`` (layers in the unit),
+        ``op_type`` (activation rows). The job adds the per-run columns.
+
+    Raises:
+        ValueError: a floating-point precision (nothing to attribute), or no unit selected.
+    """
+    if is_float(cfg.precision.name):
+        raise ValueError(
+            f"task=sensitivity needs an integer precision (e.g. precision=w4a4), "
+            f"got precision={cfg.precision.name}"
+        )
+    sens = SensitivityConfig.from_mapping(OmegaConf.to_container(cfg.sensitivity, resolve=True))
+    spec = quant_spec(cfg)
+    w_bits, a_bits = spec.w_bits, spec.a_bits
+    dataset = data_layer.open_dataset(cfg.data)
+    model = _load_model(cfg, dataset).to(cfg.inference.device)
+    params_m = cfg.model.published_params_m
+    if params_m is None:
+        params_m = models_layer.count_parameters(model) / 1e6
+    roi = tuple(roi_size(cfg))
+    calib_n = int(cfg.calibration.n)
+    batches = [
+        b.as_subclass(torch.Tensor).to(cfg.inference.device)
+        for b in data_layer.calibration_patches(
+            dataset,
+            split=cfg.calibration.split,
+            n=calib_n,
+            roi_size=roi,
+            seed=int(cfg.calibration.seed),
+            batch_size=int(cfg.calibration.batch_size),
+        )
+    ]
+    full = _calibrated_full(model, spec, batches)
+    layers = _executed(full, quant_layer.quantized_layer_names(full), batches[0])
+    units = analysis_units(layers, sens.group_depth, sens.units)
+    if not units:
+        raise ValueError(
+            f"sensitivity.units={sens.units} selects none of the units of {cfg.model.name}: "
+            f"{list(analysis_units(layers, sens.group_depth))}"
+        )
+    sources = {"spec": full}
+    if "activations_only" in sens.modes or "one_layer" in sens.modes:
+        sources["act"] = _calibrated_full(
+            model, variant_spec(spec, layers, f"w16a{a_bits}"), batches
+        )
+    if "weights_only" in sens.modes:
+        sources["weight"] = _calibrated_full(
+            model, variant_spec(spec, layers, f"w{w_bits}a16"), batches
+        )
+
+    scorer = _Scorer(cfg, dataset)
+    records: list[dict[str, Any]] = []
+
+    def add(rows: list[dict], mode: str, layer: str | None, index: int | None, point: dict):
+        size = len(units[layer]) if layer is not None else len(layers)
+        for row in rows:
+            records.append(
+                {
+                    **row,
+                    **point,
+                    "mode": mode,
+                    "layer": layer,
+                    "layer_index": index,
+                    "unit_layers": size,
+                }
+            )
+
+    add(scorer(model), "reference", None, None, _point(spec, "fp32"))
+    add(scorer(full), "all", None, None, _point(spec, calib_n=calib_n))
+    whole = {
+        "activations_only": ("act", f"w16a{a_bits}"),
+        "weights_only": ("weight", f"w{w_bits}a16"),
+    }
+    for mode, (source, precision) in whole.items():
+        if mode in sens.modes:
+            add(scorer(sources[source]), mode, None, None, _point(spec, precision, calib_n))
+    plan = {
+        "one_layer": ("act", None, lambda unit: units[unit]),
+        "all_but_one": ("spec", None, lambda unit: [n for n in layers if n not in units[unit]]),
+        "weights_only": ("weight", f"w{w_bits}a16", lambda unit: units[unit]),
+        "activations_only": ("act", f"w16a{a_bits}", lambda unit: units[unit]),
+    }
+    start = time.perf_counter()
+    jobs = [(mode, unit) for unit in units for mode in sens.modes]
+    bar = tqdm(jobs, desc="sensitivity", unit="variant", disable=not cfg.run.progress, leave=False)
+    for mode, unit in bar:
+        source, precision, chosen = plan[mode]
+        selected = chosen(unit)
+        if not selected:
+            continue
+        variant = quant_layer.quantize(model, variant_spec(spec, selected, precision))
+        copy_ranges(sources[source], variant)
+        index = list(units).index(unit)
+        add(scorer(variant), mode, unit, index, _point(spec, precision, calib_n))
+
+    log.info(
+        "%d units x %d modes scored on %d case(s) in %.1f s",
+        len(units),
+        len(sens.modes),
+        len(scorer.cases),
+        time.perf_counter() - start,
+    )
+    rows = pd.DataFrame.from_records(records)
+    rows["class"] = rows["class"].astype(int)
+    rows["class_name"] = rows["class"].map(scorer.labels).fillna("case")
+    if sens.activation_stats:
+        rows = pd.concat(
+            [rows, _activation_rows(cfg, sens, model, spec, full, layers, dataset, batches)],
+            ignore_index=True,
+        )
+    rows["split"] = cfg.evaluation.split
+    rows["dataset"] = cfg.data.name
+    rows["algorithm"] = cfg.algorithm.name
+    rows["params_m"] = float(params_m)
+    return rows
+
+
+def _activation_rows(
+    cfg: DictConfig,
+    sens: SensitivityConfig,
+    model: nn.Module,
+    spec: Any,
+    full: nn.Module,
+    layers: list[str],
+    dataset: Any,
+    batches: list[torch.Tensor],
+) -> pd.DataFrame:
+    """Activation statistics of every quantized layer input, per granularity in one pass."""
+    granularities = list(sens.stats_granularities) or [spec.granularity]
+    qmodels = {}
+    for granularity in granularities:
+        if granularity == spec.granularity:
+            qmodels[granularity] = full
+        else:
+            qmodels[granularity] = _calibrated_full(
+                model, dataclasses.replace(spec, granularity=granularity), batches
+            )
+    with_input = [n for n in layers if hasattr(full.get_submodule(n), "input_quant")]
+    patches = data_layer.calibration_patches(
+        dataset,
+        split=sens.stats_split,
+        n=sens.stats_patches,
+        roi_size=tuple(roi_size(cfg)),
+        seed=int(cfg.calibration.seed),
+        batch_size=1,
+    )
+    stats = collect_activation_statistics(
+        model, qmodels, patches, with_input, sens.histogram_bins, sens.kl_bins, sens.outlier_sigma
+    )
+    fp32 = stats["spec"].isna()
+    stats["mode"] = fp32.map({True: "activation_stats", False: "activation_shift"})
+    point = {True: _point(spec, "fp32"), False: _point(spec, calib_n=int(cfg.calibration.n))}
+    for key in point[True]:
+        stats[key] = [point[bool(f)][key] for f in fp32]
+    stats.loc[~fp32, "granularity"] = stats.loc[~fp32, "spec"]
+    stats["case"] = None
+    stats["class"] = metrics_layer.CASE_CLASS
+    stats["class_name"] = "case"
+    stats["tolerance_mm"] = float("nan")
+    stats["unit_layers"] = 1
+    return stats.drop(columns="spec")
