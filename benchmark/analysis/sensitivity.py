@@ -43,9 +43,8 @@ from benchmark.analysis.activations import collect_activation_statistics
 from benchmark.analysis.config import SensitivityConfig
 from benchmark.config import bits, is_float
 from benchmark.pipeline.evaluate import _load_model, _predict, quant_spec, roi_size
-from benchmark.quant.quantizer import ActivationQuantizer
 
-__all__ = ["SCORED_METRICS", "analysis_units", "copy_ranges", "run_sensitivity", "variant_spec"]
+__all__ = ["SCORED_METRICS", "analysis_units", "run_sensitivity", "variant_spec"]
 
 log = logging.getLogger(__name__)
 
@@ -87,30 +86,6 @@ def variant_spec(spec: Any, layers: Iterable[str], precision: str | None = None)
         include=tuple(layers),
         keep_first_last=False,
     )
-
-
-def _activation_quantizers(qmodel: nn.Module) -> dict[str, ActivationQuantizer]:
-    return {n: m for n, m in qmodel.named_modules() if isinstance(m, ActivationQuantizer)}
-
-
-def copy_ranges(source: nn.Module, target: nn.Module) -> nn.Module:
-    """Give ``target``'s static activation quantizers the ranges of ``source``'s of the same name.
-
-    Both are :func:`benchmark.quant.quantize` outputs of the same network with the same
-    activation bits, granularity and observer (``target`` may quantize fewer layers).
-
-    Raises:
-        KeyError: a static quantizer of ``target`` has no calibrated counterpart in ``source``.
-    """
-    ranges = _activation_quantizers(source)
-    for name, quantizer in _activation_quantizers(target).items():
-        if quantizer.dynamic:
-            continue
-        origin = ranges.get(name)
-        if origin is None or origin.lo is None:
-            raise KeyError(f"copy_ranges: {name} has no calibrated range in the source model")
-        quantizer.set_range(origin.lo, origin.hi, origin.resolved_mapping)
-    return target
 
 
 def _calibrated_full(model: nn.Module, spec: Any, batches: list[torch.Tensor]) -> nn.Module:
@@ -295,7 +270,7 @@ def run_sensitivity(cfg: DictConfig) -> pd.DataFrame:
         if not selected:
             continue
         variant = quant_layer.quantize(model, variant_spec(spec, selected, precision))
-        copy_ranges(sources[source], variant)
+        quant_layer.copy_ranges(sources[source], variant)
         index = list(units).index(unit)
         add(scorer(variant), mode, unit, index, _point(spec, precision, calib_n))
 

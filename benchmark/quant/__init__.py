@@ -13,6 +13,7 @@ from __future__ import annotations
 from benchmark.quant.api import (
     FloatCast,
     calibrate,
+    copy_ranges,
     load_ranges,
     quantization_table,
     quantize,
@@ -38,6 +39,7 @@ __all__ = [
     "calibrate",
     "save_ranges",
     "load_ranges",
+    "copy_ranges",
     "quantization_table",
     "quantized_layer_names",
     "FloatCast",

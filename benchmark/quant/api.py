@@ -48,6 +48,7 @@ __all__ = [
     "calibrate",
     "save_ranges",
     "load_ranges",
+    "copy_ranges",
     "quantization_table",
     "quantized_layer_names",
     "FloatCast",
@@ -275,6 +276,27 @@ def save_ranges(qmodel: nn.Module, path: str | os.PathLike) -> Path:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def copy_ranges(source: nn.Module, target: nn.Module) -> nn.Module:
+    """Give ``target``'s static activation quantizers the ranges of ``source``'s of the same name.
+
+    Both are :func:`quantize` outputs of the same network with the same activation bits,
+    granularity and observer; ``target`` may quantize fewer layers (a sensitivity variant
+    reuses the calibration of the fully quantized model instead of calibrating again).
+
+    Raises:
+        RangesMismatchError: a static quantizer of ``target`` has no calibrated counterpart.
+    """
+    ranges = _activation_quantizers(source)
+    for name, quantizer in _activation_quantizers(target).items():
+        if quantizer.dynamic:
+            continue
+        origin = ranges.get(name)
+        if origin is None or origin.lo is None:
+            raise RangesMismatchError(f"{name} has no calibrated range in the source model")
+        quantizer.set_range(origin.lo, origin.hi, origin.resolved_mapping)
+    return target
 
 
 def load_ranges(qmodel: nn.Module, path: str | os.PathLike) -> nn.Module:

@@ -134,8 +134,12 @@ def _sensitive_layers(results: pd.DataFrame, model: str, top: int = 5) -> pd.Dat
     """Layers with the lowest DSC when quantized alone (sensitivity rows), most sensitive first."""
     if "layer" not in results.columns:
         return pd.DataFrame()
+    alone = results["mode"] == "one_layer" if "mode" in results.columns else True
     rows = results[
-        (results["model"] == model) & results["layer"].notna() & (results["metric"] == "dsc")
+        (results["model"] == model)
+        & results["layer"].notna()
+        & (results["metric"] == "dsc")
+        & alone
     ]
     if rows.empty:
         return pd.DataFrame()

@@ -11,7 +11,6 @@ from benchmark.analysis.activations import DISTRIBUTION_METRICS, SHIFT_METRICS
 from benchmark.analysis.config import MODES, SensitivityConfig
 from benchmark.analysis.sensitivity import (
     analysis_units,
-    copy_ranges,
     run_sensitivity,
     variant_spec,
 )
@@ -44,11 +43,11 @@ def test_copy_ranges_reuses_calibrated_ranges(tiny_segnet):
     full = quant.quantize(tiny_segnet, spec)
     quant.calibrate(full, [torch.randn(1, 1, 8, 8, 8)])
     alone = quant.quantize(tiny_segnet, variant_spec(spec, ["body.2"]))
-    copy_ranges(full, alone)
+    quant.copy_ranges(full, alone)
     assert torch.equal(alone.body[2].input_quant.hi, full.body[2].input_quant.hi)
     uncalibrated = quant.quantize(tiny_segnet, spec)
-    with pytest.raises(KeyError, match="body.0"):
-        copy_ranges(uncalibrated, quant.quantize(tiny_segnet, spec))
+    with pytest.raises(quant.RangesMismatchError, match="body.0"):
+        quant.copy_ranges(uncalibrated, quant.quantize(tiny_segnet, spec))
 
 
 def test_config_rejects_unknown_modes_and_bad_bins():
