@@ -1,4 +1,5 @@
-"""End-of-sweep callback: collect results, summarise job statuses, print the table, draw the plot.
+"""Sweep callbacks: check every point before the first job; at the end collect results,
+summarise job statuses, print the table and draw the plot.
 
 Hydra calls ``on_multirun_end(config)`` on the launching machine with the sweep's config only
 (not the jobs' return values), so everything here is read back from files: the run files under
@@ -18,6 +19,7 @@ from omegaconf import DictConfig
 
 from benchmark.pipeline.context import experiment_dir
 from benchmark.pipeline.job import STATUS_FILE
+from benchmark.pipeline.preflight import SweepError, check_sweep
 from benchmark.results import RESULTS_FILE, collect
 
 __all__ = ["CollectResults", "read_statuses"]
@@ -37,6 +39,20 @@ def read_statuses(sweep_dir: str | Path) -> list[dict[str, Any]]:
 
 class CollectResults(Callback):
     """Registered as ``hydra.callbacks.collect`` by ``conf/hydra/callbacks/collect.yaml``."""
+
+    def on_multirun_start(
+        self, config: DictConfig, config_name: str | None = None, **kwargs: Any
+    ) -> None:
+        """Validate every sweep point (:func:`benchmark.pipeline.preflight.check_sweep`).
+
+        An invalid point ends the process with status 1 before any job starts (``SystemExit``,
+        since Hydra turns other exceptions raised by callbacks into warnings).
+        """
+        try:
+            n_jobs = check_sweep(config, config_name)
+        except SweepError as exc:
+            raise SystemExit(f"error: {exc}") from exc
+        log.info("all %d sweep points validated", n_jobs)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Rebuild ``results.parquet`` and report; exit with status 1 when any job failed.

@@ -77,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         candidate = PUBLISHED.get(next(iter(experiments)))
         published_path = candidate if candidate is not None and candidate.is_file() else None
     published = read_published(published_path) if published_path else None
+    if published_path:
+        # on stderr, so the table itself stays clean CSV/LaTeX when redirected
+        print(f"published figures beside ours: {published_path}", file=sys.stderr)
     text = render(make_table(results, ci=args.ci, published=published), args.format)
     print(text, end="")
     if args.out:

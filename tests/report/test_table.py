@@ -144,9 +144,19 @@ def test_renderings(results):
 def test_command_line(results, tmp_path, capsys):
     path = tmp_path / "results.parquet"
     results.assign(experiment="medquanbench_btcv").to_parquet(path)
-    assert report_main([str(path), "--format", "md"]) == 0
-    out = capsys.readouterr().out
+    assert report_main([str(path), "--format", "md", "--ci"]) == 0
+    captured = capsys.readouterr()
+    out = captured.out
+    assert out.splitlines()[0].startswith("| Framework | Architecture | Category | Params (M)")
+    assert "ΔDSC 95% CI" in out
     assert "0.387 (55.6%)" in out and "Published DSC" in out  # BTCV: published figures added
+    assert str(PUBLISHED) in captured.err  # the source of the published figures is named
+    # another experiment gets no published columns unless a CSV is given
+    results.assign(experiment="smoke").to_parquet(path)
+    assert report_main([str(path), "--format", "csv"]) == 0
+    assert "Published" not in capsys.readouterr().out
+    assert report_main([str(path), "--format", "csv", "--published", str(PUBLISHED)]) == 0
+    assert "Published DSC (Δ%)" in capsys.readouterr().out.splitlines()[0]
     assert report_main([str(tmp_path / "none.parquet")]) == 1
 
 

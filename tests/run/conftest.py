@@ -20,6 +20,7 @@ from torch import nn
 
 import benchmark.config  # noqa: F401  (registers the schemas)
 import benchmark.data
+import benchmark.infer
 import benchmark.models
 import benchmark.quant
 
@@ -112,6 +113,8 @@ class Calls:
         self.calibrate = 0
         self.load_ranges = 0
         self.build = 0
+        self.predict_fp32 = 0  # sliding-window predictions of the floating-point network
+        self.predict_quantized = 0
 
 
 @pytest.fixture
@@ -152,6 +155,16 @@ def fake_layers(monkeypatch, tmp_path, calls) -> FakeDataset:
         state = torch.load(path)
         qmodel.lo, qmodel.hi = state["lo"], state["hi"]
 
+    predict = benchmark.infer.predict_probabilities
+
+    def counted_predict(model, *args, **kwargs):
+        if isinstance(model, FakeQuantized):
+            calls.predict_quantized += 1
+        else:
+            calls.predict_fp32 += 1
+        return predict(model, *args, **kwargs)
+
+    monkeypatch.setattr(benchmark.infer, "predict_probabilities", counted_predict)
     monkeypatch.setattr(benchmark.data, "open_dataset", lambda cfg: dataset, raising=False)
     monkeypatch.setattr(benchmark.data, "calibration_patches", calibration_patches, raising=False)
     monkeypatch.setattr(benchmark.models, "build_model", build_model, raising=False)

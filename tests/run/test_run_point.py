@@ -86,6 +86,35 @@ def test_fp32_agreement_computes_missing_fp32_predictions(fake_layers, make_cfg,
     assert len(fp32)
 
 
+def test_a_sweep_computes_fp32_predictions_and_ranges_once(fake_layers, make_cfg, calls):
+    points = [(p, g) for p in ("fp32", "w8a8", "w4a4") for g in ("per_tensor", "adaptive")]
+    statuses = [
+        run_job(make_cfg(f"precision={p}", f"granularity={g}"), in_sweep=True) for p, g in points
+    ]
+    assert [s["status"] for s in statuses].count("ok") == 5  # fp32 x 2 granularities: one run
+    n_cases = len(fake_layers.split("test"))
+    # the FP32 network predicted each test case once for the whole sweep: the quantized runs
+    # took its labels (dsc_fp32) from the cache; one calibration per (spec, calibration set)
+    assert calls.predict_fp32 == n_cases
+    assert (calls.calibrate, calls.load_ranges) == (4, 0)
+    assert calls.predict_quantized == 4 * n_cases
+    # another sweep over the same points: ranges come from the cache, FP32 labels too
+    for p, g in points[2:]:
+        run_job(
+            make_cfg("experiment_name=again", f"precision={p}", f"granularity={g}"), in_sweep=True
+        )
+    assert (calls.predict_fp32, calls.calibrate, calls.load_ranges) == (n_cases, 4, 4)
+    # a new calibration set is a new calibration; the FP32 labels are still shared
+    run_job(make_cfg("calibration.n=3", "precision=w4a4", "granularity=adaptive"), in_sweep=True)
+    assert (calls.predict_fp32, calls.calibrate) == (n_cases, 5)
+
+
+def test_quantized_runs_before_fp32_share_the_fp32_labels(fake_layers, make_cfg, calls):
+    for g in ("per_tensor", "adaptive"):
+        run_job(make_cfg("precision=w8a8", f"granularity={g}"), in_sweep=True)
+    assert calls.predict_fp32 == len(fake_layers.split("test"))
+
+
 def test_run_job_writes_files_then_skips_the_same_config(fake_layers, make_cfg, tmp_path):
     cfg = make_cfg("precision=w8a8", "granularity=adaptive")
     out = tmp_path / "job"

@@ -1,0 +1,72 @@
+"""Validate every point of a sweep before its first job starts.
+
+Hydra's sweeper composes each job before launching it, which catches unknown options, unknown
+keys and wrong types, but not the cross-field rules of :func:`benchmark.config.validate`
+(``granularity=adaptive`` with ``precision=fp16`` outside the float collapse, a missing
+checkpoint of the BTCV preset, calibrating on the test split, ...). Without this check such a
+point would fail only when its turn came, after the points before it had run.
+"""
+
+from __future__ import annotations
+
+from hydra import compose
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from benchmark.config import ConfigError, validate
+
+__all__ = ["SweepError", "check_sweep", "sweep_jobs"]
+
+
+class SweepError(ValueError):
+    """Points of a sweep that cannot run; the message names each point and its problem."""
+
+
+def sweep_jobs(config: DictConfig) -> list[list[str]]:
+    """Each job's overrides, as Hydra's basic sweeper expands them.
+
+    The preset's ``hydra.sweeper.params`` come first and the command line's overrides after
+    them, exactly as :class:`BasicSweeper` orders them, and the expansion is its own
+    ``split_arguments`` (the cross product), so the checked points are the launched points.
+    """
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    arguments = [f"{key}={value}" for key, value in params.items()]
+    arguments += list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+    batches = BasicSweeper.split_arguments(parser.parse_overrides(arguments), None)
+    return [list(job) for batch in batches for job in batch]
+
+
+def check_sweep(config: DictConfig, config_name: str | None) -> int:
+    """Compose and validate every job of the sweep; return how many were checked.
+
+    Args:
+        config: the sweep's config as Hydra hands it to ``on_multirun_start``.
+        config_name: the primary config's name (``config``).
+
+    Raises:
+        SweepError: listing every invalid point (its overrides and the error naming the key).
+    """
+    problems: list[str] = []
+    jobs = sweep_jobs(config)
+    for overrides in jobs:
+        try:
+            validate(compose(config_name=config_name, overrides=overrides), in_sweep=True)
+        except (ConfigError, HydraException, OmegaConfBaseException) as exc:
+            problems.append(f"  {' '.join(overrides)}\n    -> {_message(exc)}")
+    if problems:
+        raise SweepError(
+            f"{len(problems)} of {len(jobs)} sweep points cannot run; nothing was started:\n"
+            + "\n".join(problems)
+        )
+    return len(jobs)
+
+
+def _message(exc: Exception) -> str:
+    """The first line of the error (Hydra appends the option list and search path after it)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
