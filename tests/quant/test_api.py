@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from monai.inferers import sliding_window_inference
@@ -9,6 +11,7 @@ from torch import nn
 
 from benchmark.quant import (
     CalibrationError,
+    FloatCast,
     NonFiniteError,
     NoQuantizableLayerError,
     QuantSpec,
@@ -54,6 +57,22 @@ def test_fp32_is_identity_and_float_casts(tiny_segnet):
             assert 0 < float((out - ref).abs().max()) < tol * float(ref.abs().max())
     table = quantization_table(quantize(tiny_segnet, QuantSpec("bf16")))
     assert set(table["execution"]) == {"bf16 cast"}
+
+
+def test_cpu_float16_emulation_tracks_the_real_float16_kernels(tiny_segnet):
+    x = _batches(1)[0]
+    emulated = quantize(tiny_segnet, QuantSpec("fp16"))
+    real = FloatCast(copy.deepcopy(emulated.module), torch.float16, emulate_on_cpu=False)
+    with torch.no_grad():
+        ref, fast, slow = tiny_segnet(x), emulated(x), real(x)
+        # every leaf output sits on the float16 grid, like the real kernels' outputs
+        assert torch.equal(fast, fast.half().float()) and torch.equal(slow, slow.half().float())
+        scale = float(ref.abs().max())
+        assert float((fast - slow).abs().max()) <= 2e-3 * scale
+        assert 0 < float((fast - ref).abs().max()) < 5e-3 * scale
+        overflow = emulated(x * 1e5)  # beyond float16's 65504: inf, as on real kernels
+    assert not torch.isfinite(overflow).all()
+    assert "module" in dict(emulated.named_children()) and len(list(emulated.children())) == 1
 
 
 def test_include_exclude_and_keep_first_last(tiny_segnet):
