@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from benchmark.data.config import DataConfig
 from benchmark.deploy.config import DeployConfig
+from benchmark.models.registry import CHECKPOINT_FORMATS, FAMILIES
 
 try:
     from benchmark.analysis.config import SensitivityConfig
@@ -62,16 +63,6 @@ TASKS = ("evaluate", "sensitivity", "deploy")
 FLOAT_PRECISIONS = {"fp32": 32, "fp16": 16, "bf16": 16}
 GRANULARITIES = ("none", "per_tensor", "per_channel_token", "adaptive")
 OBSERVERS = ("none", "minmax", "moving_average", "percentile", "mse")
-FAMILIES = ("cnn", "hybrid", "transformer")
-CHECKPOINT_FORMATS = (
-    "auto",
-    "nnunet",
-    "stunet",
-    "monai",
-    "monai_bundle",
-    "medformer",
-    "state_dict",
-)
 _INT_PRECISION = re.compile(r"^w(\d+)a(\d+)$")
 
 

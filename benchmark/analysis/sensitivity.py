@@ -42,7 +42,7 @@ import benchmark.quant as quant_layer
 from benchmark.analysis.activations import collect_activation_statistics
 from benchmark.analysis.config import SensitivityConfig
 from benchmark.config import bits, is_float
-from benchmark.pipeline.evaluate import _load_model, _predict, quant_spec, roi_size
+from benchmark.pipeline.evaluate import load_model, predict, quant_spec, roi_size
 
 __all__ = ["SCORED_METRICS", "analysis_units", "run_sensitivity", "variant_spec"]
 
@@ -125,7 +125,7 @@ class _Scorer:
     def __call__(self, model: nn.Module) -> list[dict[str, Any]]:
         rows = []
         for case in self.cases:
-            probs = case.restore(_predict(self.cfg, model, case.image))
+            probs = case.restore(predict(self.cfg, model, case.image))
             scores = metrics_layer.score_case(
                 probs.argmax(0).numpy(),
                 case.label,
@@ -194,7 +194,7 @@ def run_sensitivity(cfg: DictConfig) -> pd.DataFrame:
     spec = quant_spec(cfg)
     w_bits, a_bits = spec.w_bits, spec.a_bits
     dataset = data_layer.open_dataset(cfg.data)
-    model = _load_model(cfg, dataset).to(cfg.inference.device)
+    model = load_model(cfg, dataset).to(cfg.inference.device)
     params_m = cfg.model.published_params_m
     if params_m is None:
         params_m = models_layer.count_parameters(model) / 1e6

@@ -31,7 +31,7 @@ from benchmark.config import is_float, validate
 from benchmark.pipeline import cache
 from benchmark.pipeline.context import RunContext, point_columns
 
-__all__ = ["FP32_AGREEMENT_METRIC", "quant_spec", "roi_size", "run_point"]
+__all__ = ["FP32_AGREEMENT_METRIC", "load_model", "predict", "quant_spec", "roi_size", "run_point"]
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,8 @@ def _model_identity(cfg: DictConfig) -> dict[str, Any]:
     return {"model": model_cfg, "weights": weights}
 
 
-def _load_model(cfg: DictConfig, dataset: Any) -> nn.Module:
+def load_model(cfg: DictConfig, dataset: Any) -> nn.Module:
+    """The config's network for ``dataset``'s channels and classes, with its checkpoint loaded."""
     torch.manual_seed(int(cfg.seed))  # random-init models (checkpoint: null) are reproducible
     model = models_layer.build_model(cfg.model, dataset.in_channels, dataset.num_classes)
     if cfg.model.checkpoint is not None:
@@ -150,7 +151,8 @@ def _calibrated(cfg: DictConfig, model: nn.Module, dataset: Any, identity: dict,
     return qmodel, seconds, int(cfg.calibration.n)
 
 
-def _predict(cfg: DictConfig, model: nn.Module, image: torch.Tensor) -> torch.Tensor:
+def predict(cfg: DictConfig, model: nn.Module, image: torch.Tensor) -> torch.Tensor:
+    """Sliding-window class probabilities ``[K, D, H, W]`` with the config's inference settings."""
     inf = cfg.inference
     return infer_layer.predict_probabilities(
         model,
@@ -170,7 +172,7 @@ def _fp32_labels(cfg, fp32_dir: Path, case: Any, fp32_model: nn.Module | None) -
     with cache.locked(path):
         if path.is_file():
             return cache.load_labels(path)
-        probs = case.restore(_predict(cfg, fp32_model.to(cfg.inference.device), case.image))
+        probs = case.restore(predict(cfg, fp32_model.to(cfg.inference.device), case.image))
         labels = probs.argmax(0).numpy()
         cache.save_labels(path, labels)
         return labels
@@ -198,7 +200,7 @@ def run_point(cfg: DictConfig, context: RunContext | None = None) -> pd.DataFram
         cfg = validate(cfg)
         context = RunContext.from_config(cfg)
     dataset = data_layer.open_dataset(cfg.data)
-    model = _load_model(cfg, dataset)
+    model = load_model(cfg, dataset)
     counted_m = models_layer.count_parameters(model) / 1e6
     identity = _model_identity(cfg)
     root = cache.cache_root(cfg.paths.cache_dir)
@@ -228,7 +230,7 @@ def run_point(cfg: DictConfig, context: RunContext | None = None) -> pd.DataFram
     for case_id in bar:
         case = dataset.prepare(case_id)
         start = time.perf_counter()
-        probs = _predict(cfg, qmodel, case.image)
+        probs = predict(cfg, qmodel, case.image)
         inference_s += time.perf_counter() - start
         start = time.perf_counter()
         restored = case.restore(probs)

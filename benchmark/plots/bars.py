@@ -16,7 +16,7 @@ from benchmark.plots.style import (
     paper_style,
     save_figure,
 )
-from benchmark.report.table import GRANULARITY_NAMES, _sorted, case_scores
+from benchmark.report.table import GRANULARITY_NAMES, case_scores, sort_runs
 
 __all__ = ["precision_bars"]
 
@@ -49,7 +49,7 @@ def precision_bars(results: pd.DataFrame, out_dir: str | Path, metric: str = "ds
                 "cases": len(group),
             }
         )
-    means = _sorted(pd.DataFrame(summary))
+    means = sort_runs(pd.DataFrame(summary))
     models = list(dict.fromkeys(means["display_name"].fillna(means["model"])))
     granularities = [g for g in GRANULARITY_NAMES if g in set(means["granularity"])]
     colors = dict(zip(granularities, color_cycle(len(granularities)), strict=True))

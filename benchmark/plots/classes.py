@@ -18,7 +18,7 @@ from benchmark.plots.style import (
     paper_style,
     save_figure,
 )
-from benchmark.report.table import _sorted
+from benchmark.report.table import sort_runs
 
 __all__ = ["class_drops"]
 
@@ -55,7 +55,7 @@ def class_drops(
     runs = runs.assign(
         family="", params_m=0, display_name="", dataset="", observer="", algorithm="", calib_n=0
     )
-    runs = _sorted(runs).tail(MAX_POINTS)
+    runs = sort_runs(runs).tail(MAX_POINTS)
     classes = (
         per_class.drop_duplicates("class").sort_values("class")["class_name"].astype(str).tolist()
     )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.report.table import GRANULARITY_NAMES, _sorted, run_means
+from benchmark.report.table import GRANULARITY_NAMES, run_means, sort_runs
 
 __all__ = ["dsc_bar_chart"]
 
@@ -29,7 +29,7 @@ def dsc_bar_chart(results: pd.DataFrame, path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    means = _sorted(run_means(results, metrics=("dsc",)))
+    means = sort_runs(run_means(results, metrics=("dsc",)))
     models = list(dict.fromkeys(means["display_name"]))
     granularities = [g for g in GRANULARITY_NAMES if g != "none" and g in set(means["granularity"])]
     fig, axes = plt.subplots(

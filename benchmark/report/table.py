@@ -20,6 +20,7 @@ from benchmark.metrics import format_with_drop, paired_bootstrap
 __all__ = [
     "GRANULARITY_NAMES",
     "make_table",
+    "sort_runs",
     "published_columns",
     "read_published",
     "run_means",
@@ -70,7 +71,8 @@ def _precision_rank(row: pd.Series) -> tuple:
     return (1, -int(row["w_bits"]), -int(row["a_bits"]))
 
 
-def _sorted(means: pd.DataFrame) -> pd.DataFrame:
+def sort_runs(means: pd.DataFrame) -> pd.DataFrame:
+    """Rows in the published order: category, size, architecture, then precision and granularity."""
     gran = {g: i for i, g in enumerate(GRANULARITY_NAMES)}
     fam = {f: i for i, f in enumerate(_CATEGORY)}
     key = means.apply(
@@ -158,7 +160,7 @@ def make_table(
     Returns:
         A DataFrame of display strings, one line per run, FP32 first within each model.
     """
-    means = _sorted(run_means(results))
+    means = sort_runs(run_means(results))
     fp32 = means[means["precision"] == "fp32"].drop_duplicates(["model", "dataset", "split"])
     base = fp32.set_index(["model", "dataset", "split"])
     table = pd.DataFrame(

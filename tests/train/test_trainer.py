@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from tests.train.conftest import make_cfg
 
 from benchmark.train import ResumeError, Trainer, TrainResult, train
 from benchmark.train.checkpoint import load_checkpoint
+from tests.train.conftest import make_cfg
 
 
 class _Interrupt(KeyboardInterrupt):
