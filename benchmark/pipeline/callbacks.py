@@ -93,8 +93,8 @@ class CollectResults(Callback):
         if config.report.table:
             print(render(make_table(table), config.report.format))
         if config.report.plot:
-            from benchmark.report.plot import dsc_bar_chart
+            from benchmark.plots.bars import precision_bars
 
-            path = dsc_bar_chart(table, out / "dsc.png")
-            log.info("plot: %s", path)
-            print(f"plot: {path}")
+            paths = precision_bars(table, out)
+            log.info("plot: %s", paths[0])
+            print(f"plot: {', '.join(str(p) for p in paths)}")

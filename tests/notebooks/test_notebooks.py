@@ -1,4 +1,5 @@
-"""The notebooks run top to bottom (on a small synthetic results table) and are stored clean."""
+"""The notebooks run top to bottom (on a small synthetic results table, and on the committed demo
+and sensitivity_smoke results of results/) and are stored clean."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from benchmark.plots.sources import find_results
+from benchmark.plots.sources import REPOSITORY, find_results
 from tests.plots.synthetic import synthetic_results
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
@@ -25,16 +26,28 @@ def test_notebook_is_stored_without_outputs(name):
     assert all(not c.outputs and c.execution_count is None for c in code)
 
 
-@pytest.fixture(scope="module")
-def results_env(tmp_path_factory):
+COMMITTED = {
+    "MEDQBENCH_RESULTS": REPOSITORY / "results" / "demo" / "results.parquet",
+    "MEDQBENCH_SENSITIVITY_RESULTS": REPOSITORY
+    / "results"
+    / "sensitivity_smoke"
+    / "results.parquet",
+}
+
+
+@pytest.fixture(scope="module", params=["synthetic", "committed"])
+def results_env(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp("results")
-    path = folder / "results.parquet"
-    synthetic_results().to_parquet(path)
-    return {
-        "MEDQBENCH_RESULTS": str(path),
-        "MEDQBENCH_SENSITIVITY_RESULTS": str(path),
-        "MEDQBENCH_FIGURES": str(folder / "figures"),
-    }
+    if request.param == "committed":
+        missing = [str(p) for p in COMMITTED.values() if not p.is_file()]
+        if missing:
+            pytest.skip(f"committed results missing: {missing}")
+        env = {key: str(path) for key, path in COMMITTED.items()}
+    else:
+        path = folder / "results.parquet"
+        synthetic_results().to_parquet(path)
+        env = {"MEDQBENCH_RESULTS": str(path), "MEDQBENCH_SENSITIVITY_RESULTS": str(path)}
+    return {**env, "MEDQBENCH_FIGURES": str(folder / "figures")}
 
 
 @pytest.mark.parametrize("name", NAMES)

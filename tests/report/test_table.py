@@ -10,7 +10,6 @@ import pytest
 
 from benchmark.report import make_table, read_published, render
 from benchmark.report.__main__ import main as report_main
-from benchmark.report.plot import dsc_bar_chart
 from benchmark.results import ROW_COLUMNS
 
 PUBLISHED = (
@@ -158,8 +157,3 @@ def test_command_line(results, tmp_path, capsys):
     assert report_main([str(path), "--format", "csv", "--published", str(PUBLISHED)]) == 0
     assert "Published DSC (Δ%)" in capsys.readouterr().out.splitlines()[0]
     assert report_main([str(tmp_path / "none.parquet")]) == 1
-
-
-def test_plot_is_written(results, tmp_path):
-    path = dsc_bar_chart(results, tmp_path / "demo" / "dsc.png")
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -170,7 +170,8 @@ SMOKE_MODELS = ("tiny_nnunet", "tiny_swinunetr")
     "(python -m benchmark.train)",
 )
 def test_smoke_experiment(tmp_path, cache_dir):
-    """The preset as documented: shipped weights, 14 runs, two cases, the table on stdout."""
+    """The preset as documented: shipped weights, 14 runs, two cases, the table on stdout (and
+    the end-of-sweep figure when asked)."""
     cmd = [
         sys.executable,
         "-m",
@@ -179,9 +180,11 @@ def test_smoke_experiment(tmp_path, cache_dir):
         f"paths.results_dir={tmp_path / 'results'}",
         f"paths.log_dir={tmp_path / 'outputs'}",
         "run.progress=false",
+        "report.plot=true",
     ]
     done = _run(cmd, cache_dir, timeout=1800)
     table = pd.read_parquet(tmp_path / "results" / "smoke" / "results.parquet")
+    assert (tmp_path / "results" / "smoke" / "dsc_bars.png").stat().st_size > 0
     assert table["run_id"].nunique() == 14 and set(table["model"]) == set(SMOKE_MODELS)
     assert table["case"].nunique() == 2
     assert not table.duplicated(["run_id", "case", "class", "metric"]).any()
