@@ -8,19 +8,18 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.colors import TwoSlopeNorm
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from benchmark.analysis.summary import activation_table, sensitivity_table
 from benchmark.plots.style import (
     COLUMN_WIDTH_IN,
-    DIVERGING_CMAP,
     MARKERS,
     OKABE_ITO,
     PlotSkipped,
     color_cycle,
     paper_style,
     save_figure,
+    signed_heatmap,
 )
 from benchmark.report.table import GRANULARITY_NAMES
 
@@ -72,7 +71,6 @@ def sensitivity_heatmap(
         values = cells.set_index("layer")["delta"]
         # in DSC points (x 100): short cell labels, and the colour bar reads the same
         grid[:, j] = [100 * values.get(layer, np.nan) for layer in order]
-    bound = max(float(np.nanmax(np.abs(grid))), 1e-4)
     labels = [
         f"{c.spec}\n{'all but this' if c.mode == 'all_but_one' else 'only this'}"
         for c in columns.itertuples()
@@ -80,29 +78,9 @@ def sensitivity_heatmap(
     with paper_style():
         height = max(1.8, 0.9 + 0.17 * len(order))
         fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, height))
-        image = ax.imshow(
-            grid,
-            cmap=DIVERGING_CMAP,
-            norm=TwoSlopeNorm(vmin=-bound, vcenter=0.0, vmax=bound),
-            aspect="auto",
-            interpolation="nearest",
-        )
+        image = signed_heatmap(ax, grid, "+.1f", fontsize=4.5)
         ax.set_yticks(range(len(order)), order, fontsize=5.5)
         ax.set_xticks(range(len(labels)), labels, fontsize=5.5, rotation=45, ha="right")
-        ax.grid(False)
-        for i in range(grid.shape[0]):
-            for j in range(grid.shape[1]):
-                if not np.isnan(grid[i, j]):
-                    strong = abs(grid[i, j]) > 0.6 * bound
-                    ax.text(
-                        j,
-                        i,
-                        f"{grid[i, j]:+.1f}",
-                        ha="center",
-                        va="center",
-                        fontsize=4.5,
-                        color="white" if strong else "black",
-                    )
         bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
         bar.set_label(f"Δ {metric.upper()} vs FP32 (x100)")
         ax.set_ylabel("unit (network order)")

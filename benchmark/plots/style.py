@@ -17,6 +17,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 
 __all__ = [
     "COLUMN_WIDTH_IN",
@@ -26,6 +28,7 @@ __all__ = [
     "color_cycle",
     "paper_style",
     "save_figure",
+    "signed_heatmap",
 ]
 
 log = logging.getLogger(__name__)
@@ -87,3 +90,29 @@ def save_figure(fig, out_dir: str | Path, name: str, dpi: int = 300) -> list[Pat
         fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return paths
+
+
+def signed_heatmap(ax, grid: np.ndarray, fmt: str, fontsize: float):
+    """Draw ``grid`` (rows x columns of signed changes) centred on 0 with each finite cell's value
+    printed in it (white on strong colours); returns the image for a colour bar."""
+    finite = np.isfinite(grid)
+    bound = max(float(np.abs(grid[finite]).max()), 1e-6) if finite.any() else 1.0
+    image = ax.imshow(
+        grid,
+        cmap=DIVERGING_CMAP,
+        norm=TwoSlopeNorm(vmin=-bound, vcenter=0.0, vmax=bound),
+        aspect="auto",
+        interpolation="nearest",
+    )
+    ax.grid(False)
+    for i, j in zip(*np.nonzero(finite), strict=True):
+        ax.text(
+            j,
+            i,
+            format(grid[i, j], fmt),
+            ha="center",
+            va="center",
+            fontsize=fontsize,
+            color="white" if abs(grid[i, j]) > 0.6 * bound else "black",
+        )
+    return image
