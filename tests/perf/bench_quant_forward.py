@@ -23,31 +23,21 @@ import statistics
 import time
 
 import torch
-from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from torch import nn
 
+from benchmark.models.nnunet import build_nnunet
 from benchmark.quant import QuantSpec, calibrate, quantize
 
 
 def build_unet() -> nn.Module:
     """nnU-Net 3d_fullres-like U-Net (about 30 M parameters)."""
     torch.manual_seed(0)
-    return PlainConvUNet(
-        input_channels=1,
+    return build_nnunet(
+        1,
+        3,
         n_stages=5,
         features_per_stage=(32, 64, 128, 256, 320),
-        conv_op=nn.Conv3d,
-        kernel_sizes=3,
         strides=(1, 2, 2, 2, 2),
-        n_conv_per_stage=2,
-        num_classes=3,
-        n_conv_per_stage_decoder=2,
-        conv_bias=True,
-        norm_op=nn.InstanceNorm3d,
-        norm_op_kwargs={"eps": 1e-5, "affine": True},
-        nonlin=nn.LeakyReLU,
-        nonlin_kwargs={"inplace": True},
-        deep_supervision=False,
     ).eval()
 
 

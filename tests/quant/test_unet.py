@@ -4,30 +4,22 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from torch import nn
 
+from benchmark.models.nnunet import build_nnunet
 from benchmark.quant import QuantSpec, calibrate, quantize
 
 
 def _unet() -> nn.Module:
     torch.manual_seed(0)
-    return PlainConvUNet(
-        input_channels=1,
+    return build_nnunet(
+        1,
+        3,
         n_stages=3,
         features_per_stage=(4, 8, 16),
-        conv_op=nn.Conv3d,
-        kernel_sizes=3,
         strides=(1, 2, 2),
         n_conv_per_stage=1,
-        num_classes=3,
         n_conv_per_stage_decoder=1,
-        conv_bias=True,
-        norm_op=nn.InstanceNorm3d,
-        norm_op_kwargs={"eps": 1e-5, "affine": True},
-        nonlin=nn.LeakyReLU,
-        nonlin_kwargs={"inplace": True},
-        deep_supervision=False,
     ).eval()
 
 
