@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from benchmark.data.config import DataConfig
 from benchmark.deploy.config import DeployConfig
+from benchmark.models.nnunet_folder import is_nnunet_folder
 from benchmark.models.registry import CHECKPOINT_FORMATS, FAMILIES
 
 try:
@@ -130,7 +131,9 @@ class InferenceConfig:
     """``conf/inference/<name>.yaml``: sliding-window prediction settings.
 
     ``roi_size`` ``[D, H, W]`` voxels (``null`` = the model's ``patch_size``); ``overlap`` in
-    [0, 1); ``device`` ``cpu`` or ``cuda[:i]``; ``amp`` CUDA autocast; ``mode`` gaussian|constant.
+    [0, 1); ``device`` ``cpu`` or ``cuda[:i]``; ``amp`` CUDA autocast; ``mode`` gaussian|constant;
+    ``mirroring`` test-time mirroring: ``auto`` (an nnU-Net folder's allowed axes, else none),
+    ``none``, or a list of spatial axes (``[0, 1, 2]``).
     """
 
     name: str = MISSING
@@ -140,6 +143,7 @@ class InferenceConfig:
     device: str = "cpu"
     amp: bool = False
     mode: str = "gaussian"
+    mirroring: Any = "auto"
 
 
 @dataclass
@@ -155,19 +159,25 @@ class ModelConfig:
     net: Any = MISSING
     checkpoint: str | None = None
     checkpoint_format: str = "auto"
+    fold: Any = None
+    checkpoint_name: str = "checkpoint_final.pth"
 
 
 @dataclass
 class EvaluationConfig:
-    """What is scored: ``max_cases`` cases (``null`` = all) of ``split``; NSD at
-    ``tolerance_mm``; ECE/Brier when ``probability_metrics``; agreement with the FP32
-    prediction (``reference=fp32`` rows) when ``fp32_agreement``."""
+    """What is scored: ``max_cases`` cases (``null`` = all) of ``split`` (``auto``: an nnU-Net
+    folder's fold validation cases, else ``test``); NSD at ``tolerance_mm``; ECE/Brier when
+    ``probability_metrics``; agreement with the FP32 prediction when ``fp32_agreement``.
+    Scoring ``train`` cases needs ``allow_training_cases``; ``save_predictions`` writes each
+    case's label map as NIfTI (nnU-Net's output layout)."""
 
-    split: str = "test"
+    split: str = "auto"
     max_cases: int | None = None
     tolerance_mm: float = 2.0
     probability_metrics: bool = True
     fp32_agreement: bool = True
+    allow_training_cases: bool = False
+    save_predictions: bool = False
 
 
 @dataclass
@@ -351,9 +361,22 @@ def validate(cfg: DictConfig, in_sweep: bool = False) -> DictConfig:
             raise ConfigError(
                 f"precision={precision} needs an observer; observer=none is for floats"
             )
+    _resolve_split(checked)
     _check_ranges(checked)
     _check_owned(checked)
     return checked
+
+
+def _resolve_split(cfg: DictConfig) -> None:
+    """``evaluation.split=auto`` -> ``val`` for an nnU-Net folder (its fold's held-out cases),
+    else ``test``; scoring training cases must be asked for."""
+    if cfg.evaluation.split == "auto":
+        cfg.evaluation.split = "val" if is_nnunet_folder(cfg.model.checkpoint) else "test"
+    if cfg.evaluation.split == "train" and not cfg.evaluation.allow_training_cases:
+        raise ConfigError(
+            "evaluation.split=train scores cases the model was trained on; set "
+            "evaluation.allow_training_cases=true if that is what you want (rows record it)"
+        )
 
 
 def _check_choices(cfg: DictConfig) -> None:
@@ -364,7 +387,7 @@ def _check_choices(cfg: DictConfig) -> None:
         "model.family": (cfg.model.family, FAMILIES),
         "model.checkpoint_format": (cfg.model.checkpoint_format, CHECKPOINT_FORMATS),
         "calibration.split": (cfg.calibration.split, ("train", "val")),
-        "evaluation.split": (cfg.evaluation.split, ("train", "val", "test")),
+        "evaluation.split": (cfg.evaluation.split, ("auto", "train", "val", "test")),
         "inference.mode": (cfg.inference.mode, ("gaussian", "constant")),
         "report.format": (cfg.report.format, ("md", "csv", "tex")),
     }
@@ -440,12 +463,29 @@ def hashed_point(cfg: DictConfig) -> dict[str, Any]:
         keys += ["granularity", "observer", "algorithm", "calibration"]
     if cfg.task in ("sensitivity", "deploy"):
         keys.append(cfg.task)
-    return {
+    point = {
         k: OmegaConf.to_container(cfg[k], resolve=True)
         if isinstance(cfg[k], DictConfig)
         else cfg[k]
         for k in keys
     }
+    for group, key, default in _HASHED_WHEN_SET:
+        if point[group].get(key, default) == default:
+            point[group].pop(key, None)
+    for key in _NOT_HASHED["evaluation"]:
+        point["evaluation"].pop(key, None)
+    return point
+
+
+# Keys added after run files were first written: they enter the hash only when they differ from
+# the value that reproduces the earlier behaviour, so those run files keep their hashes.
+_HASHED_WHEN_SET = (
+    ("model", "fold", None),
+    ("model", "checkpoint_name", "checkpoint_final.pth"),
+    ("inference", "mirroring", "auto"),
+)
+# Permissions and outputs that leave every value unchanged.
+_NOT_HASHED = {"evaluation": ("allow_training_cases", "save_predictions")}
 
 
 def run_name(cfg: DictConfig, config_hash: str) -> str:

@@ -42,7 +42,8 @@ import benchmark.quant as quant_layer
 from benchmark.analysis.activations import collect_activation_statistics
 from benchmark.analysis.config import SensitivityConfig
 from benchmark.config import bits, is_float
-from benchmark.pipeline.evaluate import load_model, predict, quant_spec, roi_size
+from benchmark.pipeline.evaluate import quant_spec
+from benchmark.pipeline.sources import ModelSource, open_source
 
 __all__ = ["SCORED_METRICS", "analysis_units", "run_sensitivity", "variant_spec"]
 
@@ -113,8 +114,9 @@ def _executed(model: nn.Module, names: Sequence[str], batch: torch.Tensor) -> li
 class _Scorer:
     """Scores a model on the run's cases (prepared once, kept in memory)."""
 
-    def __init__(self, cfg: DictConfig, dataset: Any) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: DictConfig, source: ModelSource) -> None:
+        self.cfg, self.source = cfg, source
+        dataset = source.dataset
         self.labels = {int(k): str(v) for k, v in dataset.labels.items()}
         self.foreground = [k for k in sorted(self.labels) if k != 0]
         case_ids = list(dataset.split(cfg.evaluation.split))
@@ -125,9 +127,9 @@ class _Scorer:
     def __call__(self, model: nn.Module) -> list[dict[str, Any]]:
         rows = []
         for case in self.cases:
-            probs = case.restore(predict(self.cfg, model, case.image))
+            probs = self.source.probabilities(model, case)
             scores = metrics_layer.score_case(
-                probs.argmax(0).numpy(),
+                self.source.labels_of(probs, case),
                 case.label,
                 spacing_mm=tuple(case.spacing_mm),
                 labels=self.foreground,
@@ -193,12 +195,13 @@ def run_sensitivity(cfg: DictConfig) -> pd.DataFrame:
     sens = SensitivityConfig.from_mapping(OmegaConf.to_container(cfg.sensitivity, resolve=True))
     spec = quant_spec(cfg)
     w_bits, a_bits = spec.w_bits, spec.a_bits
-    dataset = data_layer.open_dataset(cfg.data)
-    model = load_model(cfg, dataset).to(cfg.inference.device)
-    params_m = cfg.model.published_params_m
+    source = open_source(cfg)
+    dataset = source.dataset
+    model = source.model.to(cfg.inference.device)
+    params_m = cfg.model.published_params_m if source.folder is None else None
     if params_m is None:
         params_m = models_layer.count_parameters(model) / 1e6
-    roi = tuple(roi_size(cfg))
+    roi = tuple(source.roi)
     calib_n = int(cfg.calibration.n)
     batches = [
         b.as_subclass(torch.Tensor).to(cfg.inference.device)
@@ -229,7 +232,7 @@ def run_sensitivity(cfg: DictConfig) -> pd.DataFrame:
             model, variant_spec(spec, layers, f"w{w_bits}a16"), batches
         )
 
-    scorer = _Scorer(cfg, dataset)
+    scorer = _Scorer(cfg, source)
     records: list[dict[str, Any]] = []
 
     def add(rows: list[dict], mode: str, layer: str | None, index: int | None, point: dict):
@@ -321,7 +324,7 @@ def _activation_rows(
         dataset,
         split=sens.stats_split,
         n=sens.stats_patches,
-        roi_size=tuple(roi_size(cfg)),
+        roi_size=tuple(batches[0].shape[2:]),
         seed=int(cfg.calibration.seed),
         batch_size=1,
     )

@@ -3,14 +3,21 @@
 Every file is written to a temporary name in its final folder and moved into place with
 ``os.replace``, so a reader sees either nothing or a complete file, and concurrent writers of
 the same (deterministic) content cannot corrupt each other.
+
+The lock (:func:`file_lock`) is an ``flock`` on a lock file that its holder deletes before
+releasing, so finished or failed work leaves no lock files behind. A process that is killed
+leaves its file, but the OS has dropped the ``flock``: the next caller takes it at once and
+deletes it in turn.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +25,11 @@ from typing import Any
 
 import numpy as np
 from filelock import FileLock
+
+try:
+    import fcntl
+except ImportError:  # Windows: filelock's own lock, which removes its file on release there
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["atomic_write", "cache_root", "file_lock", "load_npz", "save_npz", "stable_hash"]
 
@@ -71,8 +83,63 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 @contextmanager
-def file_lock(path: Path, timeout_s: float = 3600.0) -> Iterator[None]:
-    """Hold an inter-process lock on ``path`` (created if needed) for the ``with`` body."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path), timeout=timeout_s):
+def file_lock(path: Path, timeout_s: float | None = 3600.0) -> Iterator[None]:
+    """Hold an inter-process lock on ``path`` for the ``with`` body, then remove ``path``.
+
+    ``timeout_s=0`` tries once; ``None`` waits as long as it takes. Waiters that wake on a file
+    its holder has just deleted see that the path no longer names the file they locked and start
+    over on the new one.
+
+    Raises:
+        TimeoutError: another process held the lock for ``timeout_s`` seconds (named).
+    """
+    path = Path(path)
+    if fcntl is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path), timeout=-1 if timeout_s is None else timeout_s):
+            yield
+        return
+    fd = _acquire(path, timeout_s)
+    try:
         yield
+    finally:
+        try:
+            path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)  # drops the flock
+
+
+def _acquire(path: Path, timeout_s: float | None) -> int:
+    """An open descriptor of ``path`` holding its ``flock``, ``path`` still naming that file."""
+    deadline = float("inf") if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # the folder was removed between mkdir and open
+            continue
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:  # some file systems say EACCES for "held"
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(
+                            f"{path} is locked by another process for more than {timeout_s:g} s; "
+                            "wait for it to finish, or stop it"
+                        ) from None
+                    time.sleep(0.05)
+            held = os.fstat(fd)
+            current = os.stat(path)
+        except FileNotFoundError:  # deleted by the holder we waited for: start over
+            os.close(fd)
+            continue
+        except BaseException:
+            os.close(fd)
+            raise
+        if (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino):
+            return fd
+        os.close(fd)

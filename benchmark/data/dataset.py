@@ -20,10 +20,11 @@ import numpy as np
 import torch
 
 from benchmark.data.cache import atomic_write, cache_root, load_npz, save_npz, stable_hash
-from benchmark.data.colin27 import ensure_colin27
+from benchmark.data.colin27 import COLIN27_FOLDER, ensure_colin27
 from benchmark.data.config import DataConfig
 from benchmark.data.errors import DatasetJsonError, SplitError
-from benchmark.data.phantom import ensure_phantom
+from benchmark.data.integrity import ensure_verified
+from benchmark.data.phantom import PHANTOM_FOLDER, check_generation_root, ensure_phantom
 from benchmark.data.preprocess import (
     ChannelStats,
     PreparedCase,
@@ -37,23 +38,33 @@ __all__ = ["PREPROCESS_VERSION", "SegmentationDataset", "open_dataset"]
 
 # Bump when preprocessing changes its output, so stale caches are not reused.
 PREPROCESS_VERSION = 1
+# Generated formats and the folder each writes under ``data.root``.
+_GENERATED = {"phantom": PHANTOM_FOLDER, "colin27": COLIN27_FOLDER}
 
 
-def open_dataset(cfg: Mapping[str, Any] | DataConfig) -> SegmentationDataset:
+def open_dataset(cfg: Mapping[str, Any] | DataConfig, verify: bool = True) -> SegmentationDataset:
     """Open (for ``phantom`` / ``colin27``: generate on first use) the dataset of a data config.
 
     Args:
         cfg: the content of ``conf/data/<name>.yaml`` (``dict``, ``DictConfig`` or
             :class:`DataConfig`).
+        verify: read every case once up front (:mod:`benchmark.data.integrity`; the result is
+            cached by file size and time, so later opens only look at the files' stat). Without
+            it, a broken case is found when it is prepared.
 
     Returns:
         The dataset, with every case's NIfTI headers already checked.
 
     Raises:
-        DataConfigError: the config is invalid.
+        DataConfigError: the config is invalid, or ``data.root`` of a generated dataset is a
+            folder the generator must not write into (a real dataset, a missing path, ...).
         DatasetError: a subclass naming the file or key at fault (see ``benchmark.data.errors``).
     """
     config = DataConfig.from_mapping(cfg)
+    if config.format in _GENERATED and config.root is not None:
+        check_generation_root(
+            Path(config.root).expanduser(), config.format, _GENERATED[config.format]
+        )
     if config.format == "phantom":
         root, fmt = ensure_phantom(config), "nnunet_raw"
     elif config.format == "colin27":
@@ -67,7 +78,10 @@ def open_dataset(cfg: Mapping[str, Any] | DataConfig) -> SegmentationDataset:
             f"data.expected_num_classes is {config.expected_num_classes}; is data.root the right "
             "dataset?"
         )
-    return SegmentationDataset(config, index)
+    dataset = SegmentationDataset(config, index)  # header errors first, one at a time
+    if verify:
+        ensure_verified(index, config.cache_dir)
+    return dataset
 
 
 class SegmentationDataset:

@@ -23,9 +23,11 @@ preprocessed affine to the original one, which undoes orientation and spacing in
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -40,6 +42,7 @@ from monai.transforms import (
     SpatialResample,
 )
 
+from benchmark.data.builder import write_nifti
 from benchmark.data.errors import GeometryMismatchError, ImageReadError, UnknownLabelError
 from benchmark.data.reader import CaseFiles
 
@@ -116,6 +119,19 @@ class PreparedCase:
             spatial_size=tuple(int(s) for s in self.label.shape[::-1]),
         )
         return out.as_tensor().permute(0, 3, 2, 1).contiguous()
+
+    #: NIfTI, whatever the dataset's own files are (MONAI read them as such).
+    file_ending = ".nii.gz"
+
+    def write_segmentation(self, segmentation: np.ndarray, path: str | Path) -> Path:
+        """Write a ``[D, H, W]`` label map of this case as NIfTI on its original grid."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        volume = np.ascontiguousarray(segmentation.transpose(2, 1, 0)).astype(np.uint8)
+        tmp = path.with_name(f".{path.name}.tmp.nii.gz")
+        write_nifti(tmp, volume, self.affine)
+        os.replace(tmp, path)
+        return path
 
 
 def _load(files: Sequence[str], what: str) -> MetaTensor:

@@ -144,17 +144,56 @@ def read_dataset(root: str | Path, fmt: str) -> DatasetIndex:
 
 
 def read_header(path: Path) -> nib.Nifti1Image:
-    """Open a NIfTI lazily (header only), turning every failure into a named error."""
+    """Open a NIfTI lazily (header only), turning every failure into a named error.
+
+    Beyond what nibabel checks when it parses the header, an uncompressed ``.nii`` shorter than
+    its header promises (truncated) and voxels of a type that is no scalar intensity or label
+    (RGB, complex) are refused here, before any case is prepared.
+
+    Raises:
+        MissingFileError: ``path`` does not exist.
+        ImageReadError: the header cannot be parsed, the file is truncated, or its voxel type
+            is unsupported.
+    """
     if not path.is_file():
         raise MissingFileError(
             f"{path} does not exist; restore it or remove the case from the dataset"
         )
     try:
-        return nib.load(str(path))
-    except Exception as exc:  # nibabel raises several unrelated types for a broken file
+        with nib.imageglobals.LoggingOutputSuppressor():  # nibabel also logs what it raises
+            image = nib.load(str(path))
+            dtype = np.dtype(image.get_data_dtype())
+    except Exception as exc:  # nibabel, gzip and zlib raise many unrelated types for a broken file
         raise ImageReadError(
-            f"cannot read NIfTI header of {path}: {exc}; re-export or re-download the file"
+            f"cannot read NIfTI header of {path}: {_reason(exc)}; re-export or re-download the file"
         ) from exc
+    if dtype.kind not in "biuf":
+        raise ImageReadError(
+            f"{path} holds voxels of type {dtype} ({dtype.kind!r}), neither an intensity nor a "
+            "label type; convert it to an integer or float image"
+        )
+    _check_length(path, image, dtype)
+    return image
+
+
+def _reason(exc: Exception) -> str:
+    """An exception's message on one line (nibabel's span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _check_length(path: Path, image: nib.Nifti1Image, dtype: np.dtype) -> None:
+    """Refuse an uncompressed NIfTI shorter than its voxel data's offset plus length."""
+    offset = getattr(image.dataobj, "offset", None)  # where nibabel will start reading voxels
+    if not path.name.endswith(".nii") or offset is None:
+        return
+    expected = int(offset) + int(np.prod(image.shape)) * dtype.itemsize
+    size = path.stat().st_size
+    if size < expected:
+        raise ImageReadError(
+            f"{path} is truncated: its header promises {expected} bytes ({list(image.shape)} "
+            f"voxels of {dtype} from byte {int(offset)}), the file holds {size}; re-export or "
+            "re-download it"
+        )
 
 
 def check_headers(case: CaseFiles, n_channels: int) -> CaseHeader:

@@ -15,9 +15,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
+from benchmark.cli import one_line_errors, run_cli
 from benchmark.config import register_configs
 from benchmark.deploy.summary import format_summary
 from benchmark.pipeline import run_job
+from benchmark.pipeline.preflight import check_point
 from benchmark.results import RESULTS_FILE, collect, run_path
 
 __all__ = ["main"]
@@ -31,9 +33,11 @@ def main(cfg: DictConfig) -> None:
     with open_dict(cfg):
         cfg.task = "deploy"
     runtime = HydraConfig.get()
-    status = run_job(
-        cfg, output_dir=runtime.runtime.output_dir, in_sweep=runtime.mode == RunMode.MULTIRUN
-    )
+    in_sweep = runtime.mode == RunMode.MULTIRUN
+    with one_line_errors():
+        if not in_sweep:  # a sweep's points were all checked before its first job
+            check_point(cfg)
+        status = run_job(cfg, output_dir=runtime.runtime.output_dir, in_sweep=in_sweep)
     if status.get("status") not in ("ok", "skipped"):
         print(f"deploy run failed: {status.get('error')}")
         return
@@ -47,4 +51,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_cli(main))

@@ -50,6 +50,7 @@ from benchmark.deploy.rows import (
 )
 from benchmark.deploy.session import OrtSegmenter, gpu_provider, make_session, run_session
 from benchmark.deploy.summary import format_summary
+from benchmark.pipeline.sources import folder_model_kind
 
 __all__ = ["run_deploy", "DeployRun", "prepare", "REFERENCE_OF"]
 
@@ -108,6 +109,12 @@ def prepare(cfg: DictConfig) -> DeployRun:
     from benchmark.pipeline.context import point_columns
 
     cfg = validate(cfg)
+    kind = folder_model_kind(cfg)
+    if kind is not None:
+        raise ConfigError(
+            f"task=deploy exports registry models; {cfg.model.checkpoint} is a {kind}, which "
+            "task=evaluate and task=sensitivity run"
+        )
     deploy = DeployConfig.from_mapping(OmegaConf.to_container(cfg.deploy, resolve=True))
     precision = cfg.precision.name
     if not is_float(precision) and bits(precision) != (8, 8):

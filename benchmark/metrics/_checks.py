@@ -13,6 +13,7 @@ __all__ = [
     "as_spacing",
     "as_tolerance",
     "check_same_shape",
+    "integer_valued",
     "tolerance_for",
 ]
 
@@ -28,6 +29,29 @@ def as_label_array(name: str, array: object) -> np.ndarray:
             "take argmax of probabilities (or round and cast) before scoring."
         )
     return out
+
+
+def integer_valued(name: str, array: np.ndarray) -> np.ndarray:
+    """A label map read from disk as an integer array: integer and boolean arrays as they are,
+    real floats holding only whole numbers cast to int64 (files often store labels as float).
+
+    Raises:
+        TypeError: complex, structured (RGB) or object voxels.
+        ValueError: NaN, infinite or fractional values (probabilities rather than labels).
+    """
+    if array.dtype == bool or np.issubdtype(array.dtype, np.integer):
+        return array
+    if not np.issubdtype(array.dtype, np.floating):
+        raise TypeError(
+            f"{name} holds voxels of type {array.dtype}; label maps must hold integer class "
+            "labels (integer or whole-number float voxels)."
+        )
+    if not np.all(np.isfinite(array)) or not np.array_equal(array, np.round(array)):
+        raise ValueError(
+            f"{name} holds non-integer values (dtype {array.dtype}); label maps must hold "
+            "integer class labels, not probabilities."
+        )
+    return array.astype(np.int64)
 
 
 def check_same_shape(pred: np.ndarray, gt: np.ndarray) -> None:

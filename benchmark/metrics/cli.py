@@ -11,6 +11,7 @@ table, or with ``--json`` a list of records ``{"case", "class", "dsc", "nsd", "h
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import math
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from benchmark.metrics._checks import integer_valued
 from benchmark.metrics.scoring import score_case
 
 __all__ = ["MetricsInputError", "load_label_map", "main", "pair_files", "score_files"]
@@ -71,24 +73,43 @@ def pair_files(pred: Path, gt: Path) -> list[tuple[str, Path, Path]]:
     return [(_case_name(gts[name]), preds[name], gts[name]) for name in sorted(gts)]
 
 
+def _check_gzip_stream(path: Path) -> None:
+    """Decompress a ``.gz`` file to its end, where gzip's CRC-32 catches damaged data.
+
+    nibabel stops reading once it has the voxels it needs, before the checksum, so a corrupt
+    byte inside the compressed data could otherwise become a wrong label without any error.
+    """
+    if path.name.endswith(".gz"):
+        with gzip.open(path, "rb") as stream:
+            while stream.read(1 << 24):
+                pass
+
+
 def load_label_map(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     """Integer label array, affine and spacing (mm, array-axis order) of a NIfTI label map.
 
     Raises:
-        MetricsInputError: If the file cannot be read or holds non-integer values.
+        MetricsInputError: If the file cannot be read to its end (truncated, broken compression
+            or checksum, not NIfTI, unknown data type) or holds values that are not integer
+            labels.
     """
     try:
-        image = nib.load(str(path))
-    except (nib.filebasedimages.ImageFileError, OSError) as err:
-        raise MetricsInputError(f"{path} is not a readable NIfTI file: {err}") from err
-    data = np.asanyarray(image.dataobj)
-    if not np.issubdtype(data.dtype, np.integer):
-        if not np.all(np.isfinite(data)) or not np.array_equal(data, np.round(data)):
-            raise MetricsInputError(
-                f"{path} holds non-integer values (dtype {data.dtype}); label maps must hold "
-                "integer class labels, not probabilities."
-            )
-        data = data.astype(np.int64)
+        _check_gzip_stream(path)
+        with nib.imageglobals.LoggingOutputSuppressor():  # nibabel also logs what it raises
+            image = nib.load(str(path))
+            data = np.asanyarray(image.dataobj)
+    except Exception as err:  # nibabel, gzip, zlib and numpy raise many types on a broken file
+        kind = type(err).__name__
+        kind = f"{type(err).__module__}.{kind}" if kind.islower() else kind  # zlib.error
+        reason = " ".join(str(err).split())  # nibabel's messages span lines
+        raise MetricsInputError(
+            f"{path} is not a readable NIfTI file ({kind}: {reason}); it is truncated, corrupt "
+            "or not NIfTI: write or export it again"
+        ) from err
+    try:
+        data = integer_valued(str(path), data)
+    except (TypeError, ValueError) as err:
+        raise MetricsInputError(str(err)) from err
     spacing = tuple(float(z) for z in image.header.get_zooms()[: data.ndim])
     return data, image.affine, spacing
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from benchmark.models.checkpoints import (
     CHECKPOINT_FORMATS,
-    build_from_nnunet_folder,
     load_weights,
     read_state_dict,
     shipped_weights_path,
@@ -15,6 +14,7 @@ from benchmark.models.errors import (
     ModelConfigError,
     UnknownModelError,
 )
+from benchmark.models.nnunet_folder import NnUNetFolder, is_nnunet_folder, open_nnunet_folder
 from benchmark.models.registry import (
     available_models,
     build_model,
@@ -29,11 +29,13 @@ __all__ = [
     "ModelConfigError",
     "UnknownModelError",
     "available_models",
-    "build_from_nnunet_folder",
+    "NnUNetFolder",
     "build_model",
     "count_parameters",
+    "is_nnunet_folder",
     "load_model_config",
     "load_weights",
+    "open_nnunet_folder",
     "read_state_dict",
     "shipped_weights_path",
 ]

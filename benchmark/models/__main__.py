@@ -10,6 +10,7 @@ import argparse
 
 import pandas as pd
 
+from benchmark.cli import run_cli
 from benchmark.models.registry import (
     available_models,
     build_model,
@@ -63,4 +64,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_cli(main))

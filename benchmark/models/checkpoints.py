@@ -25,8 +25,8 @@ are stripped when every key carries them.
 
 from __future__ import annotations
 
-import json
 import pickle
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,9 +40,9 @@ from benchmark.models.registry import CHECKPOINT_FORMATS
 
 __all__ = [
     "CHECKPOINT_FORMATS",
-    "build_from_nnunet_folder",
     "load_state_dict_checked",
     "load_weights",
+    "read_checkpoint_file",
     "read_state_dict",
     "resolve_checkpoint_path",
     "shipped_weights_path",
@@ -72,22 +72,106 @@ def _numpy_safe_globals() -> list[Any]:
     core = getattr(np, "_core", None) or np.core
     found: list[Any] = [core.multiarray.scalar, core.multiarray._reconstruct, np.dtype, np.ndarray]
     found += [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
+    # Files pickled under the other numpy major (1.x: numpy.core, 2.x: numpy._core) name them so.
+    for fn in (core.multiarray.scalar, core.multiarray._reconstruct):
+        found += [(fn, f"numpy.{pkg}.multiarray.{fn.__name__}") for pkg in ("core", "_core")]
     return found
 
 
-def _torch_load(path: Path) -> Any:
+#: What ``torch.save`` writes, for messages about files that are something else.
+_TORCH_FORMATS = (
+    "a file written by torch.save (a zip archive holding data.pkl, or the legacy pickle format)"
+)
+# ``torch.save`` (legacy format) pickles this magic number first; ``PROTO`` precedes it.
+_LEGACY_MAGIC = b"\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"
+
+
+def _content_kind(head: bytes) -> str:
+    """A short description of what a file that is not a checkpoint holds."""
+    if not head:
+        return "it is empty"
+    if head.startswith(b"\x1f\x8b"):
+        return "it is a gzip file"
+    if head.startswith(b"\x89HDF"):
+        return "it is an HDF5 file"
+    if len(head) > 9 and head[8:10] == b'{"':
+        return "it looks like a safetensors file"
+    text = head.decode("utf-8", errors="replace").rstrip("\ufffd")  # a cut multi-byte character
+    if text and all(c.isprintable() or c in "\t\r\n" for c in text):
+        return "it holds text"
+    return "its first bytes match no known format"
+
+
+def _check_torch_file(path: Path) -> None:
+    """Refuse, by its first bytes, a file that ``torch.load`` would misread into a riddle."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+        with path.open("rb") as stream:
+            head = stream.read(512)
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read checkpoint: {err}") from err
+    if head.startswith(b"PK\x03\x04"):
         try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError) as err:
+            raise CheckpointError(
+                f"{path} is truncated or corrupt: a zip archive whose directory cannot be read "
+                f"({err}); expected {_TORCH_FORMATS}; copy or download it again"
+            ) from err
+        if not any(name.endswith("data.pkl") for name in names):
+            raise CheckpointError(
+                f"{path} is a zip archive but not a PyTorch checkpoint (no data.pkl among "
+                f"{len(names)} entries); expected {_TORCH_FORMATS}"
+            )
+        return
+    legacy = head.startswith(b"\x80") and _LEGACY_MAGIC in head[:32]
+    if not legacy and head[257:262] != b"ustar":  # torch < 0.4 wrote tar archives
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint: {_content_kind(head)}; expected {_TORCH_FORMATS}"
+        )
+
+
+def _unpickler_detail(err: Exception) -> str:
+    """The first sentence of what torch's weights-only unpickler objected to."""
+    text = str(err).split("WeightsUnpickler error:", 1)[-1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0].split(". ")[0] if lines else type(err).__name__
+
+
+def _torch_load(path: Path) -> Any:
+    _check_torch_file(path)
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
             with torch.serialization.safe_globals(_numpy_safe_globals()):
                 return torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as err:
+    except pickle.UnpicklingError as err:
+        detail = _unpickler_detail(err)
+        if detail.startswith(("Unsupported global", "Unsupported class")):
             raise CheckpointError(
-                f"{path}: refuses to load with weights_only=True (it pickles code objects): {err}"
+                f"{path}: holds Python objects that torch.load(weights_only=True) does not rebuild "
+                f"({detail}); only tensors and plain containers are loaded, so that no code in "
+                "the file runs: re-save the weights alone, torch.save(model.state_dict(), path)"
             ) from err
-    except (OSError, RuntimeError, EOFError) as err:
-        raise CheckpointError(f"{path}: cannot read checkpoint: {err}") from err
+        raise CheckpointError(
+            f"{path} is truncated or corrupt: torch.load stopped with {detail!r}; expected "
+            f"{_TORCH_FORMATS}; copy or download it again"
+        ) from err
+    except Exception as err:  # torch's readers raise many types on damaged files
+        raise CheckpointError(
+            f"{path} is truncated or corrupt: torch.load failed with {type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}; expected {_TORCH_FORMATS}"
+        ) from err
+
+
+def read_checkpoint_file(path: str | Path) -> Any:
+    """The content of one checkpoint file, read with ``weights_only=True``.
+
+    Raises:
+        CheckpointError: unreadable, or it would need to run code to load.
+    """
+    return _torch_load(Path(path))
 
 
 def _nnunet_checkpoint_file(folder: Path, fold: int | str | None = None) -> Path:
@@ -269,57 +353,3 @@ def load_weights(model: nn.Module, model_cfg: Mapping[str, Any]) -> nn.Module:
     else:
         path = Path(str(checkpoint))
     return load_state_dict_checked(model, read_state_dict(path, fmt), str(path))
-
-
-def _dataset_channels_and_classes(dataset_json: Mapping[str, Any], source: Path) -> tuple[int, int]:
-    channels = dataset_json.get("channel_names", dataset_json.get("modality"))
-    labels = dataset_json.get("labels")
-    if not isinstance(channels, Mapping) or not isinstance(labels, Mapping):
-        raise CheckpointError(
-            f"{source}: needs 'channel_names' (or 'modality') and 'labels' mappings."
-        )
-    # Region-based training (BraTS-style) has one sigmoid output per region, no background output.
-    regions = any(isinstance(v, (list, tuple)) for v in labels.values())
-    return len(channels), len(labels) - 1 if regions else len(labels)
-
-
-def build_from_nnunet_folder(
-    folder: str | Path,
-    fold: int | str | None = None,
-    configuration: str | None = None,
-    device: str | torch.device = "cpu",
-) -> nn.Module:
-    """Build and load the network of an nnU-Net v2 trained-model folder.
-
-    Args:
-        folder: ``<Dataset>/<Trainer>__<Plans>__<configuration>`` with ``plans.json``,
-            ``dataset.json`` and ``fold_X/checkpoint_final.pth``.
-        fold: which fold; default the only one present.
-        configuration: plans configuration; default the checkpoint's ``init_args``, else the folder
-            name's last ``__`` part.
-        device: where the network is built.
-
-    Returns:
-        The network with the trained weights, deep supervision off, in eval mode.
-
-    Raises:
-        CheckpointError: missing files or several folds without ``fold``.
-        CheckpointMismatchError: weights that do not fit the plans.
-    """
-    from benchmark.models.nnunet import build_nnunet_from_plans
-
-    folder = Path(folder).expanduser()
-    for required in ("plans.json", "dataset.json"):
-        if not (folder / required).is_file():
-            raise CheckpointError(f"{folder}: missing {required} (nnU-Net trained-model folder).")
-    file = _nnunet_checkpoint_file(folder, fold)
-    raw = _torch_load(file)
-    if configuration is None:
-        init_args = raw.get("init_args", {}) if isinstance(raw, Mapping) else {}
-        configuration = init_args.get("configuration") or folder.name.split("__")[-1]
-    plans = json.loads((folder / "plans.json").read_text())
-    dataset_json = json.loads((folder / "dataset.json").read_text())
-    in_channels, num_classes = _dataset_channels_and_classes(dataset_json, folder / "dataset.json")
-    with torch.device(device):
-        model = build_nnunet_from_plans(plans, configuration, in_channels, num_classes)
-    return load_state_dict_checked(model, _unwrap(raw, file), str(file)).eval()

@@ -13,6 +13,7 @@ a composed Hydra config) with these keys:
   build time because they belong to the dataset, not to the architecture.
 - ``checkpoint``: null | a path | ``shipped``; ``checkpoint_format``: see
   :data:`CHECKPOINT_FORMATS`.
+- ``fold``, ``checkpoint_name``: which checkpoint of an nnU-Net results folder (optional).
 
 The ``_target_`` is imported with :mod:`importlib` rather than ``hydra.utils.instantiate`` because the
 model layer must not depend on Hydra (DESIGN.md layering); the dict stays Hydra-compatible.
@@ -57,6 +58,8 @@ CONFIG_KEYS: tuple[str, ...] = (
     "checkpoint",
     "checkpoint_format",
 )
+#: Keys a model config may add (the run config fills them for every model).
+OPTIONAL_CONFIG_KEYS: tuple[str, ...] = ("fold", "checkpoint_name")
 FRAMEWORKS: tuple[str, ...] = ("nnUNet", "MONAI", "MedFormer")
 FAMILIES: tuple[str, ...] = ("cnn", "hybrid", "transformer")
 #: Checkpoint formats a model config may name (loaders in :mod:`benchmark.models.checkpoints`).
@@ -124,7 +127,8 @@ def load_model_config(name: str, conf_dir: str | Path | None = None) -> DictConf
 
 
 def validate_model_config(cfg: Mapping[str, Any], source: str = "model config") -> None:
-    """Check that ``cfg`` has exactly :data:`CONFIG_KEYS` with values of the right kind.
+    """Check that ``cfg`` has :data:`CONFIG_KEYS` (and at most :data:`OPTIONAL_CONFIG_KEYS`
+    beside them) with values of the right kind.
 
     Args:
         cfg: a model config mapping.
@@ -134,7 +138,7 @@ def validate_model_config(cfg: Mapping[str, Any], source: str = "model config") 
         ModelConfigError: naming ``source``, the key and the allowed values.
     """
     keys = set(cfg.keys())
-    unknown = sorted(keys - set(CONFIG_KEYS))
+    unknown = sorted(keys - set(CONFIG_KEYS) - set(OPTIONAL_CONFIG_KEYS))
     missing = [k for k in CONFIG_KEYS if k not in keys]
     if unknown:
         raise ModelConfigError(

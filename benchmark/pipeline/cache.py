@@ -3,9 +3,9 @@
 Entries are keyed by the sha256 of everything that determines them (model config and weights,
 dataset config, inference or quantization settings), so an entry is valid for every sweep and
 experiment that asks for the same thing. Parallel workers (joblib, SLURM array tasks) may ask for
-the same entry at once: each entry is computed under an inter-process file lock (``filelock``;
-released by the OS when a process dies, so a killed job leaves no stale lock) and written to a
-temporary name, then renamed.
+the same entry at once: each entry is computed under an inter-process file lock
+(:func:`benchmark.data.cache.file_lock`: removed by its holder on release, and released by the OS
+when a process dies, so no lock is ever stale) and written to a temporary name, then renamed.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from filelock import FileLock
 
+from benchmark.data.cache import file_lock
 from benchmark.results import atomic_write_bytes, config_hash
 
 __all__ = [
@@ -46,15 +46,19 @@ def entry_key(*parts: Any) -> str:
 
 
 @contextlib.contextmanager
-def locked(path: str | os.PathLike[str]) -> Iterator[None]:
+def locked(path: str | os.PathLike[str], timeout_s: float | None = None) -> Iterator[None]:
     """Hold an exclusive inter-process lock on ``path`` for the ``with`` body.
 
-    The lock file is ``<folder>/.locks/<name>.lock``, out of the way of globs over the folder.
+    The lock file is ``<folder>/.locks/<name>.lock``, out of the way of globs over the folder,
+    and is removed on release (the ``.locks`` folder stays, so the folder itself is untouched
+    by runs that only check for their results). ``timeout_s=0`` tries once; ``None`` (the
+    default) waits as long as it takes.
+
+    Raises:
+        TimeoutError: another process held the lock for ``timeout_s`` seconds.
     """
     path = Path(path)
-    lock_path = path.parent / ".locks" / f"{path.name}.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(lock_path):
+    with file_lock(path.parent / ".locks" / f"{path.name}.lock", timeout_s=timeout_s):
         yield
 
 

@@ -88,10 +88,10 @@ class CollectResults(Callback):
 
     @staticmethod
     def _report(config: DictConfig, out: Path, table: Any) -> None:
-        from benchmark.report import make_table, render
+        from benchmark.report import table_text
 
         if config.report.table:
-            print(render(make_table(table), config.report.format))
+            print(table_text(table, config.report.format))
         if config.report.plot:
             from benchmark.plots.bars import precision_bars
 

@@ -23,13 +23,20 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import benchmark.data as data_layer
-import benchmark.infer as infer_layer
 import benchmark.metrics as metrics_layer
 import benchmark.models as models_layer
 import benchmark.quant as quant_layer
-from benchmark.config import is_float, validate
+from benchmark.config import ConfigError, is_float, validate
 from benchmark.pipeline import cache
 from benchmark.pipeline.context import RunContext, point_columns
+from benchmark.pipeline.sources import (
+    ModelSource,
+    fp32_cache_dir,
+    mirroring_axes,
+    open_source,
+    roi_size,
+    window_probabilities,
+)
 
 __all__ = ["FP32_AGREEMENT_METRIC", "load_model", "predict", "quant_spec", "roi_size", "run_point"]
 
@@ -37,12 +44,6 @@ log = logging.getLogger(__name__)
 
 #: Metric id of the DSC between a run's prediction and the FP32 model's prediction.
 FP32_AGREEMENT_METRIC = "dsc_fp32"
-
-
-def roi_size(cfg: DictConfig) -> list[int]:
-    """Sliding-window and calibration patch size: ``inference.roi_size`` or the model's."""
-    roi = cfg.inference.roi_size if cfg.inference.roi_size is not None else cfg.model.patch_size
-    return [int(v) for v in roi]
 
 
 def quant_spec(cfg: DictConfig) -> Any:
@@ -69,24 +70,18 @@ def quant_spec(cfg: DictConfig) -> Any:
     return spec_cls(**kwargs)
 
 
-def _model_identity(cfg: DictConfig) -> dict[str, Any]:
-    """What determines the network's weights: its config plus the checkpoint file's identity."""
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    checkpoint = cfg.model.checkpoint
-    if checkpoint is None:
-        weights: Any = {"random_init_seed": int(cfg.seed)}
-    else:
-        path = (
-            models_layer.shipped_weights_path(cfg.model.name)
-            if checkpoint == "shipped"
-            else Path(checkpoint)
-        )
-        weights = cache.checkpoint_fingerprint(path)
-    return {"model": model_cfg, "weights": weights}
-
-
 def load_model(cfg: DictConfig, dataset: Any) -> nn.Module:
-    """The config's network for ``dataset``'s channels and classes, with its checkpoint loaded."""
+    """The config's registry network for ``dataset``'s channels and classes, with its weights.
+
+    Raises:
+        ConfigError: the checkpoint is an nnU-Net results folder; the tasks that call this
+            (sensitivity's and deploy's own loaders) take the model from :func:`open_source`.
+    """
+    if models_layer.is_nnunet_folder(cfg.model.checkpoint):
+        raise ConfigError(
+            f"task={cfg.task} does not run nnU-Net results folders ({cfg.model.checkpoint}); "
+            "use task=evaluate or task=sensitivity"
+        )
     torch.manual_seed(int(cfg.seed))  # random-init models (checkpoint: null) are reproducible
     model = models_layer.build_model(cfg.model, dataset.in_channels, dataset.num_classes)
     if cfg.model.checkpoint is not None:
@@ -94,35 +89,30 @@ def load_model(cfg: DictConfig, dataset: Any) -> nn.Module:
     return model.eval()
 
 
-def _plain(tensor: torch.Tensor) -> torch.Tensor:
-    """Drop tensor subclasses (MONAI's MetaTensor): their metadata would otherwise travel into
-    observed ranges and saved files, which ``torch.load(weights_only=True)`` refuses."""
-    return tensor.as_subclass(torch.Tensor)
-
-
 def _to_device(batches: Sequence[torch.Tensor], device: str) -> Iterator[torch.Tensor]:
     for batch in batches:
-        yield _plain(batch).to(device)
+        yield batch.as_subclass(torch.Tensor).to(device)
 
 
-def _calibrated(cfg: DictConfig, model: nn.Module, dataset: Any, identity: dict, root: Path):
-    """Quantize ``model``; load calibration ranges from the cache or calibrate and store them.
+def _calibrated(cfg: DictConfig, source: ModelSource, root: Path):
+    """Quantize the source's model; load calibration ranges from the cache or calibrate and
+    store them. Calibration patches come from ``calibration.split`` (never test).
 
     Returns:
         ``(qmodel, calibration_seconds, calib_n)``; seconds are 0 on a cache hit.
     """
     spec = quant_spec(cfg)
-    qmodel = quant_layer.quantize(model, spec).to(cfg.inference.device)
+    qmodel = quant_layer.quantize(source.model, spec).to(cfg.inference.device)
     if is_float(cfg.precision.name):
         return qmodel, 0.0, 0
     calibration = OmegaConf.to_container(cfg.calibration, resolve=True)
     calibration.pop("name", None)
     key = cache.entry_key(
-        identity,
+        source.identity,
         OmegaConf.to_container(cfg.data, resolve=True),
         spec.to_dict(),
         calibration,
-        roi_size(cfg),
+        source.roi,
     )
     path = root / "ranges" / f"{key}.pt"
     with cache.locked(path):
@@ -135,10 +125,10 @@ def _calibrated(cfg: DictConfig, model: nn.Module, dataset: Any, identity: dict,
                 path.unlink()
         start = time.perf_counter()
         batches = data_layer.calibration_patches(
-            dataset,
+            source.dataset,
             split=cfg.calibration.split,
             n=int(cfg.calibration.n),
-            roi_size=tuple(roi_size(cfg)),
+            roi_size=tuple(source.roi),
             seed=int(cfg.calibration.seed),
             batch_size=int(cfg.calibration.batch_size),
         )
@@ -152,39 +142,54 @@ def _calibrated(cfg: DictConfig, model: nn.Module, dataset: Any, identity: dict,
 
 
 def predict(cfg: DictConfig, model: nn.Module, image: torch.Tensor) -> torch.Tensor:
-    """Sliding-window class probabilities ``[K, D, H, W]`` with the config's inference settings."""
-    inf = cfg.inference
-    return infer_layer.predict_probabilities(
-        model,
-        _plain(image),
-        roi_size(cfg),
-        overlap=float(inf.overlap),
-        sw_batch_size=int(inf.sw_batch_size),
-        device=inf.device,
-        amp=bool(inf.amp),
-        mode=inf.mode,
-    )
+    """Sliding-window class probabilities ``[K, D, H, W]`` of a registry model on its
+    preprocessed grid, with the config's inference settings (mirroring included)."""
+    return window_probabilities(cfg.inference, model, image, roi_size(cfg), mirroring_axes(cfg))
 
 
-def _fp32_labels(cfg, fp32_dir: Path, case: Any, fp32_model: nn.Module | None) -> np.ndarray:
+def _fp32_labels(source: ModelSource, fp32_dir: Path, case: Any) -> np.ndarray:
     """FP32 prediction of a case on its original grid, from the cache or computed and stored."""
     path = fp32_dir / f"{case.case_id}.npz"
     with cache.locked(path):
         if path.is_file():
             return cache.load_labels(path)
-        probs = case.restore(predict(cfg, fp32_model.to(cfg.inference.device), case.image))
-        labels = probs.argmax(0).numpy()
+        labels = source.labels_of(source.probabilities(source.model, case), case)
         cache.save_labels(path, labels)
         return labels
+
+
+def _save_prediction(context: RunContext, case: Any, labels: np.ndarray) -> None:
+    """``<experiment>/predictions/<run_id>/<case><ending>``: nnU-Net's output layout."""
+    folder = context.experiment_dir / "predictions" / context.run_id
+    case.write_segmentation(labels, folder / f"{case.case_id}{case.file_ending}")
+
+
+def _score(cfg: DictConfig, case: Any, labels: np.ndarray, probs: torch.Tensor, foreground):
+    return metrics_layer.score_case(
+        labels,
+        case.label,
+        spacing_mm=tuple(case.spacing_mm),
+        labels=foreground,
+        tolerance_mm=float(cfg.evaluation.tolerance_mm),
+        probs=probs.numpy() if cfg.evaluation.probability_metrics else None,
+    )
+
+
+def _agreement_rows(case_id: str, agreement: dict[int, float]) -> list[dict[str, Any]]:
+    return [
+        {"case": case_id, "class": k, "metric": FP32_AGREEMENT_METRIC, "value": v, "tolerance_mm": np.nan}
+        for k, v in agreement.items()
+    ]
 
 
 def run_point(cfg: DictConfig, context: RunContext | None = None) -> pd.DataFrame:
     """Evaluate one sweep point and return its tidy rows.
 
-    Steps: open the dataset and build the model with its weights; quantize and calibrate on
-    ``calibration.n`` ROI-size patches (ranges cached per model, spec and calibration set);
-    predict each scored case with sliding windows (FP32 predictions cached per model, dataset
-    and inference settings); restore probabilities to the original grid and score there.
+    Steps: open the model source (cases, FP32 network, inference settings); quantize and
+    calibrate on ``calibration.n`` patches (ranges cached per model, spec and calibration set);
+    predict each scored case (FP32 predictions cached per model, dataset and inference
+    settings, so a quantized run is compared with a baseline made exactly as it is made);
+    score on the original grid.
 
     Args:
         cfg: a composed config (validated again here).
@@ -193,31 +198,23 @@ def run_point(cfg: DictConfig, context: RunContext | None = None) -> pd.DataFram
     Returns:
         One row per case x class x metric with :data:`benchmark.results.ROW_COLUMNS` plus
         ``task``, ``framework``, ``display_name``, ``params_m_counted``, ``dirty``,
-        ``package_version``, ``hardware`` and the timings ``calibration_s``, ``inference_s``,
-        ``scoring_s``.
+        ``package_version``, ``hardware``, the inference settings (``mirroring``, ``overlap``,
+        ``roi``, ``fold``, ``training_cases_scored``) and the timings ``calibration_s``,
+        ``inference_s``, ``scoring_s``.
     """
     if context is None:
         cfg = validate(cfg)
         context = RunContext.from_config(cfg)
-    dataset = data_layer.open_dataset(cfg.data)
-    model = load_model(cfg, dataset)
-    counted_m = models_layer.count_parameters(model) / 1e6
-    identity = _model_identity(cfg)
+    source = open_source(cfg)
+    dataset = source.dataset
+    counted_m = models_layer.count_parameters(source.model) / 1e6
     root = cache.cache_root(cfg.paths.cache_dir)
-    inference_key = OmegaConf.to_container(cfg.inference, resolve=True)
-    inference_key.pop("name", None)
-    inference_key["roi_size"] = roi_size(cfg)
-    fp32_dir = (
-        root
-        / "fp32"
-        / cache.entry_key(identity, OmegaConf.to_container(cfg.data, resolve=True), inference_key)
-    )
+    fp32_dir = fp32_cache_dir(cfg, source)
     floating = cfg.precision.name == "fp32"
-
     qmodel, calibration_s, calib_n = (
-        (model.to(cfg.inference.device), 0.0, 0)
+        (source.model.to(cfg.inference.device), 0.0, 0)
         if floating
-        else _calibrated(cfg, model, dataset, identity, root)
+        else _calibrated(cfg, source, root)
     )
     labels = {int(k): str(v) for k, v in dataset.labels.items()}
     foreground = [k for k in sorted(labels) if k != 0]
@@ -230,39 +227,22 @@ def run_point(cfg: DictConfig, context: RunContext | None = None) -> pd.DataFram
     for case_id in bar:
         case = dataset.prepare(case_id)
         start = time.perf_counter()
-        probs = predict(cfg, qmodel, case.image)
+        probs = source.probabilities(qmodel, case)
         inference_s += time.perf_counter() - start
         start = time.perf_counter()
-        restored = case.restore(probs)
-        pred = restored.argmax(0).numpy()
-        scores = metrics_layer.score_case(
-            pred,
-            case.label,
-            spacing_mm=tuple(case.spacing_mm),
-            labels=foreground,
-            tolerance_mm=float(cfg.evaluation.tolerance_mm),
-            probs=restored.numpy() if cfg.evaluation.probability_metrics else None,
-        )
-        records += [{"case": case_id, **row} for row in scores]
+        pred = source.labels_of(probs, case)
+        records += [{"case": case_id, **row} for row in _score(cfg, case, pred, probs, foreground)]
         scoring_s += time.perf_counter() - start
+        if cfg.evaluation.save_predictions:
+            _save_prediction(context, case, pred)
         if floating:
             path = fp32_dir / f"{case_id}.npz"
             with cache.locked(path):
                 if not path.is_file():
                     cache.save_labels(path, pred)
         elif cfg.evaluation.fp32_agreement:
-            reference = _fp32_labels(cfg, fp32_dir, case, model)
-            agreement = metrics_layer.dice(pred, reference, foreground)
-            records += [
-                {
-                    "case": case_id,
-                    "class": k,
-                    "metric": FP32_AGREEMENT_METRIC,
-                    "value": v,
-                    "tolerance_mm": np.nan,
-                }
-                for k, v in agreement.items()
-            ]
+            reference = _fp32_labels(source, fp32_dir, case)
+            records += _agreement_rows(case_id, metrics_layer.dice(pred, reference, foreground))
     rows = pd.DataFrame.from_records(records)
     for key in ("case", "class", "metric", "value", "tolerance_mm"):
         if key not in rows.columns:  # no scored case at all
@@ -272,11 +252,13 @@ def run_point(cfg: DictConfig, context: RunContext | None = None) -> pd.DataFram
     rows["class_name"] = rows["class"].map(labels).fillna("case")
     rows["split"] = cfg.evaluation.split
     rows["dataset"] = cfg.data.name
-    published = cfg.model.published_params_m
+    # a published parameter count describes the registry's architecture, not a user's folder
+    published = cfg.model.published_params_m if source.folder is None else None
     columns = point_columns(
         cfg, context, calib_n=calib_n, params_m=published if published is not None else counted_m
     )
     columns.update(
+        source.columns,
         params_m_counted=counted_m,
         calibration_s=calibration_s,
         inference_s=inference_s,

@@ -5,6 +5,10 @@ keys and wrong types, but not the cross-field rules of :func:`benchmark.config.v
 (``granularity=adaptive`` with ``precision=fp16`` outside the float collapse, a missing
 checkpoint of the BTCV preset, calibrating on the test split, ...). Without this check such a
 point would fail only when its turn came, after the points before it had run.
+
+Each point's ROI (``inference.roi_size``, else ``model.patch_size``) is also checked against
+the network's total stride (:mod:`benchmark.models.stride`), which would otherwise fail deep
+inside the network's ``forward``; a single run gets the same checks (:func:`check_point`).
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from benchmark.config import ConfigError, validate
+from benchmark.models.errors import ModelConfigError
+from benchmark.models.stride import input_grid, size_problem
 
-__all__ = ["SweepError", "check_sweep", "sweep_jobs"]
+__all__ = ["SweepError", "check_input_size", "check_point", "check_sweep", "sweep_jobs"]
 
 
 class SweepError(ValueError):
@@ -55,7 +61,7 @@ def check_sweep(config: DictConfig, config_name: str | None) -> int:
     jobs = sweep_jobs(config)
     for overrides in jobs:
         try:
-            validate(compose(config_name=config_name, overrides=overrides), in_sweep=True)
+            check_point(compose(config_name=config_name, overrides=overrides), in_sweep=True)
         except (ConfigError, HydraException, OmegaConfBaseException) as exc:
             problems.append(f"  {' '.join(overrides)}\n    -> {_message(exc)}")
     if problems:
@@ -64,6 +70,40 @@ def check_sweep(config: DictConfig, config_name: str | None) -> int:
             + "\n".join(problems)
         )
     return len(jobs)
+
+
+def check_point(cfg: DictConfig, in_sweep: bool = False) -> DictConfig:
+    """Validate one point (:func:`benchmark.config.validate`) and check its input size.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: naming the offending key and what to use instead.
+    """
+    checked = validate(cfg, in_sweep=in_sweep)
+    check_input_size(checked)
+    return checked
+
+
+def check_input_size(cfg: DictConfig) -> None:
+    """Check the ROI the network runs on (sliding window, calibration, export) against its
+    total stride, naming both.
+
+    Raises:
+        ConfigError: the ROI is not a size the network accepts (with one that it does).
+    """
+    explicit = cfg.inference.roi_size is not None
+    roi = [int(v) for v in (cfg.inference.roi_size if explicit else cfg.model.patch_size)]
+    try:
+        grid = input_grid(cfg.model.net, source=f"model {cfg.model.name!r}")
+    except ModelConfigError as exc:
+        raise ConfigError(str(exc)) from exc
+    problem = None if grid is None else size_problem(roi, grid)
+    if problem:
+        key = "inference.roi_size" if explicit else "model.patch_size"
+        used = "" if explicit else " (the ROI while inference.roi_size is null)"
+        raise ConfigError(f"{key}={roi}{used} does not fit model={cfg.model.name}: it {problem}")
 
 
 def _message(exc: Exception) -> str:

@@ -20,7 +20,8 @@ from benchmark.report.table import GRANULARITY_NAMES, case_scores, sort_runs
 
 __all__ = ["precision_bars"]
 
-_GRANULARITY_LABELS = {**GRANULARITY_NAMES, "none": "float cast"}
+#: Legend names of the bar colours; FP16/BF16 runs have no quantizer and so no granularity.
+_GRANULARITY_LABELS = {**GRANULARITY_NAMES, "none": "16-bit float (no scales)"}
 
 
 def precision_bars(results: pd.DataFrame, out_dir: str | Path, metric: str = "dsc") -> list[Path]:
@@ -100,7 +101,7 @@ def precision_bars(results: pd.DataFrame, out_dir: str | Path, metric: str = "ds
             unique.values(),
             unique.keys(),
             loc="lower center",
-            ncol=len(unique),
+            ncol=min(len(unique), 3),
             bbox_to_anchor=(0.5, 1.0),
             frameon=False,
         )

@@ -17,6 +17,8 @@ from benchmark.plots.style import (
     OKABE_ITO,
     PlotSkipped,
     color_cycle,
+    delta_label,
+    display_names,
     paper_style,
     save_figure,
     signed_heatmap,
@@ -82,9 +84,9 @@ def sensitivity_heatmap(
         ax.set_yticks(range(len(order)), order, fontsize=5.5)
         ax.set_xticks(range(len(labels)), labels, fontsize=5.5, rotation=45, ha="right")
         bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
-        bar.set_label(f"Δ {metric.upper()} vs FP32 (x100)")
+        bar.set_label(delta_label(metric))
         ax.set_ylabel("unit (network order)")
-        ax.set_title(f"{model}: one unit at a time", loc="left")
+        ax.set_title(f"{display_names(results)[model]}: one unit at a time", loc="left")
         fig.tight_layout()
         return save_figure(fig, out_dir, f"layer_sensitivity_{metric}")
 
@@ -170,7 +172,9 @@ def activation_depth(
             low, high = ax.get_ylim()
             ax.set_ylim(low, high + 0.35 * (high - low))
             ax.legend(loc="upper center", frameon=False, ncol=shift["granularity"].nunique())
-        axes[0].set_title(f"{model}: inputs of the quantized layers", loc="left")
+        axes[0].set_title(
+            f"{display_names(results)[model]}: inputs of the quantized layers", loc="left"
+        )
         fig.align_ylabels(axes)
         fig.tight_layout()
         return save_figure(fig, out_dir, "activation_depth")
@@ -185,8 +189,9 @@ def _unit_of(layer: str, units: list[str]) -> str | None:
 def sqnr_scatter(results: pd.DataFrame, out_dir: str | Path, metric: str = "dsc") -> list[Path]:
     """Per unit: the SQNR of its own input quantizer against the drop when it alone is quantized.
 
-    x: mean over the unit's layers of ``sqnr_local_db`` at the run's granularity; y: change in
-    mean ``metric`` from FP32 of the ``one_layer`` variant. One colour per run spec.
+    x: mean over the unit's layers of ``sqnr_local_db`` at the run's granularity (dB); y: change
+    in mean ``metric`` from FP32 of the ``one_layer`` variant, in points (x 100) as in the
+    heatmaps. One colour per model and run spec.
 
     Raises:
         PlotSkipped: no run has both per-unit ``one_layer`` rows and SQNR rows.
@@ -205,10 +210,11 @@ def sqnr_scatter(results: pd.DataFrame, out_dir: str | Path, metric: str = "dsc"
         sqnr = layer_sqnr.assign(unit=unit_of).groupby("unit")["sqnr_local_db"].mean()
         for row in group.itertuples():
             if row.layer in sqnr.index and np.isfinite(sqnr[row.layer]):
-                points.append((row.run_spec, float(sqnr[row.layer]), row.delta, row.model))
+                points.append((row.run_spec, float(sqnr[row.layer]), 100 * row.delta, row.model))
     if not points:
         raise PlotSkipped("no unit has both a one_layer variant and SQNR statistics")
     frame = pd.DataFrame(points, columns=["run_spec", "sqnr_db", "delta", "model"])
+    names = display_names(results)
     with paper_style():
         fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.4))
         groups = list(frame.groupby(["model", "run_spec"], sort=True))
@@ -219,13 +225,13 @@ def sqnr_scatter(results: pd.DataFrame, out_dir: str | Path, metric: str = "dsc"
                 s=14,
                 marker=MARKERS[k % len(MARKERS)],
                 color=color_cycle(len(groups))[k],
-                label=f"{model}, {spec}",
+                label=f"{names[model]}, {spec}",
                 edgecolors="none",
                 alpha=0.85,
             )
         ax.axhline(0.0, color="black", linewidth=0.6)
         ax.set_xlabel("SQNR of the unit's quantized input (dB)")
-        ax.set_ylabel(f"Δ mean {metric.upper()} vs FP32\n(unit alone quantized)")
+        ax.set_ylabel(f"{delta_label(metric)}\nunit alone quantized")
         ax.legend(loc="best", frameon=False)
         fig.tight_layout()
         return save_figure(fig, out_dir, f"sqnr_vs_delta_{metric}")

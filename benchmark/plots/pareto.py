@@ -9,12 +9,14 @@ import numpy as np
 import pandas as pd
 
 from benchmark.analysis.summary import spec_label
+from benchmark.plots.labels import place_labels
 from benchmark.plots.rows import deploy_rows, sweep_rows
 from benchmark.plots.style import (
     COLUMN_WIDTH_IN,
     MARKERS,
     PlotSkipped,
     color_cycle,
+    display_names,
     paper_style,
     save_figure,
 )
@@ -32,6 +34,14 @@ def pareto_points(cost: np.ndarray, score: np.ndarray) -> np.ndarray:
         better = (cost <= cost[i]) & (score >= score[i]) & ((cost < cost[i]) | (score > score[i]))
         keep[i] = not better.any()
     return keep
+
+
+def _step_vertices(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Vertices of the ``where="post"`` step line through sorted points ``(x, y)``."""
+    vertices = [(x[0], y[0])]
+    for i in range(1, len(x)):
+        vertices += [(x[i], y[i - 1]), (x[i], y[i])]
+    return np.asarray(vertices, float)
 
 
 def _deploy_points(results: pd.DataFrame) -> pd.DataFrame:
@@ -77,7 +87,9 @@ def pareto_front(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
 
     Deployment rows (a ``backend`` column) give measured ``latency_p50_ms`` (smallest batch)
     and ``size_mb`` per backend; evaluation sweeps give the weight size ``params x w_bits / 8``
-    (MB) per quantization point. Each available cost is one panel.
+    (MB) per quantization point. Each available cost is one panel. Every backend is labelled,
+    of a sweep the Pareto-optimal points; labels take the colour of their model and are placed
+    so that they do not overprint (:func:`benchmark.plots.labels.place_labels`).
 
     Raises:
         PlotSkipped: neither deployment nor evaluation rows with DSC.
@@ -105,36 +117,57 @@ def pareto_front(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
         )
     if not panels:
         raise PlotSkipped("no DSC rows with a size or latency (deploy or evaluate runs)")
+    names = display_names(results)
+    models = list(dict.fromkeys(m for points, *_ in panels for m in points["model"]))
+    colors = dict(zip(models, color_cycle(len(models)), strict=True))
     with paper_style():
         fig, axes = plt.subplots(
-            len(panels), 1, figsize=(COLUMN_WIDTH_IN, 2.3 * len(panels)), squeeze=False
+            len(panels), 1, figsize=(COLUMN_WIDTH_IN, 2.4 * len(panels)), squeeze=False
         )
+        labels = []
         for ax, (points, cost, xlabel, title, label_all) in zip(axes[:, 0], panels, strict=True):
-            models = list(dict.fromkeys(points["model"]))
-            for k, (model, color) in enumerate(zip(models, color_cycle(len(models)), strict=True)):
+            named = {"x": [], "y": [], "text": [], "color": [], "all": [], "steps": []}
+            for model in dict.fromkeys(points["model"]):
                 group = points[points["model"] == model].sort_values(cost)
                 x, y = group[cost].to_numpy(float), group["dsc"].to_numpy(float)
                 front = pareto_points(x, y)
-                ax.scatter(
-                    x, y, s=14, color=color, marker=MARKERS[k % len(MARKERS)], label=model, zorder=3
-                )
+                color, marker = colors[model], MARKERS[models.index(model) % len(MARKERS)]
+                ax.scatter(x, y, s=14, color=color, marker=marker, label=names[model], zorder=3)
                 ax.step(x[front], y[front], where="post", color=color, linewidth=0.8, alpha=0.8)
-                # every backend is named (few points); of a sweep only the Pareto-optimal points,
-                # alternately above and below so that neighbours do not overprint
-                named = [i for i in range(len(x)) if label_all or front[i]]
-                for n, i in enumerate(named):
-                    ax.annotate(
-                        group["label"].iloc[i],
-                        (x[i], y[i]),
-                        fontsize=4.5,
-                        xytext=(3, 3 if n % 2 == 0 else -7),
-                        textcoords="offset points",
-                        fontweight="bold" if front[i] else "normal",
-                    )
+                named["all"].append(np.column_stack([x, y]))
+                named["steps"].append(_step_vertices(x[front], y[front]))
+                for i in np.flatnonzero(front | label_all):
+                    named["x"].append(x[i])
+                    named["y"].append(y[i])
+                    named["text"].append(group["label"].iloc[i])
+                    named["color"].append(color)
             ax.set_xlabel(xlabel)
             ax.set_ylabel("mean DSC (0-1)")
             ax.set_title(title, loc="left")
-            ax.legend(loc="best", frameon=False)
-            ax.margins(x=0.12, y=0.12)
+            ax.margins(x=0.15, y=0.15)
+            labels.append(named)
+        handles = {names[m]: None for m in models}
+        for ax in axes[:, 0]:
+            for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
+                handles[text] = handles[text] or handle
+        fig.legend(
+            list(handles.values()),
+            list(handles),
+            loc="lower center",
+            ncol=len(handles),
+            bbox_to_anchor=(0.5, 1.0),
+            frameon=False,
+        )
         fig.tight_layout()
+        for ax, named in zip(axes[:, 0], labels, strict=True):
+            place_labels(
+                ax,
+                named["x"],
+                named["y"],
+                named["text"],
+                named["color"],
+                fontsize=5.5,
+                others_xy=np.vstack(named["all"]),
+                lines_xy=named["steps"],
+            )
         return save_figure(fig, out_dir, "pareto")

@@ -3,8 +3,9 @@
 ``python -m benchmark.readiness RESULTS... --model NAME --out DIR`` writes
 ``DIR/readiness_<model>.md`` and ``.html``: five criteria (performance sensitivity, calibration
 data, deployment constraints, validation, effort) scored 1-5 by the rules in
-:mod:`benchmark.readiness.scorecard`, the overall percentage, a recommendation and the classes
-with the largest DSC drop.
+:mod:`benchmark.readiness.criteria`, the overall percentage (an unmeasured criterion counts 0
+and is listed with the command that measures it), a recommendation and the classes with the
+largest DSC drop.
 """
 
 from __future__ import annotations

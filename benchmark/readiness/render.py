@@ -31,6 +31,24 @@ def _score_text(score: int | None) -> str:
     return "not measured" if score is None else f"{score}/5"
 
 
+def _overall_text(card: Scorecard) -> tuple[str, str]:
+    """The headline and its explanation: the percentage, and whether the assessment is complete."""
+    overall, total = card.overall_percent, len(card.criteria)
+    if math.isnan(overall):
+        return "Overall: not measured", "no criterion has evidence; see What to run"
+    formula = f"overall = 100 x sum of scores / (5 x {total}), unmeasured criteria counting 0"
+    if card.complete:
+        return f"Overall: {overall:.0f}%", f"all {total} criteria scored; {formula}"
+    return (
+        f"Overall: {overall:.0f}% (incomplete)",
+        f"only {card.n_scored} of {total} criteria scored; {formula}",
+    )
+
+
+def _to_run(card: Scorecard) -> list[list[object]]:
+    return [[c.name, c.to_measure] for c in card.missing]
+
+
 def _risk_rows(card: Scorecard) -> tuple[list[str], list[list[object]]]:
     header = ["source", "class", "class name", "FP32 DSC", "DSC", "relative drop"]
     rows = [
@@ -49,14 +67,11 @@ def _risk_rows(card: Scorecard) -> tuple[list[str], list[list[object]]]:
 
 def to_markdown(card: Scorecard) -> str:
     """The scorecard as a Markdown document (title, summary table, one section per criterion)."""
-    overall = card.overall_percent
+    headline, explanation = _overall_text(card)
     lines = [
         f"# Quantization readiness: {card.model}",
         "",
-        f"**Overall: {overall:.0f}%** ({card.n_scored} of {len(card.criteria)} criteria scored; "
-        "overall = 100 x sum of scores / (5 x scored criteria))"
-        if not math.isnan(overall)
-        else "**Overall: not measured** (no criterion has evidence)",
+        f"**{headline}** ({explanation})",
         "",
         f"**Recommendation:** {card.recommendation}",
         "",
@@ -66,6 +81,16 @@ def to_markdown(card: Scorecard) -> str:
         ),
         "",
     ]
+    if card.missing:
+        lines += [
+            "## What to run",
+            "",
+            "Each command adds the missing evidence to `results/<experiment_name>/`; pass that "
+            "folder to `python -m benchmark.readiness` beside the others.",
+            "",
+            *_md_table(["criterion", "command"], _to_run(card)),
+            "",
+        ]
     for c in card.criteria:
         lines += [
             f"## {c.name}: {_score_text(c.score)}",
@@ -98,7 +123,7 @@ def _html_table(header: list[str], rows: list[list[object]]) -> str:
 def to_html(card: Scorecard) -> str:
     """The scorecard as one self-contained HTML page (inline CSS, no scripts)."""
     esc = html.escape
-    overall = card.overall_percent
+    headline, explanation = _overall_text(card)
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>Quantization readiness: {esc(card.model)}</title>",
@@ -107,16 +132,21 @@ def to_html(card: Scorecard) -> str:
         "td,th{border:1px solid #bbb;padding:0.25rem 0.5rem;text-align:left;vertical-align:top;}"
         "th{background:#eee;}</style></head><body>",
         f"<h1>Quantization readiness: {esc(card.model)}</h1>",
-        f"<p><strong>Overall: {overall:.0f}%</strong> ({card.n_scored} of {len(card.criteria)} "
-        "criteria scored)</p>"
-        if not math.isnan(overall)
-        else "<p><strong>Overall: not measured</strong></p>",
+        f"<p><strong>{esc(headline)}</strong> ({esc(explanation)})</p>",
         f"<p><strong>Recommendation:</strong> {esc(card.recommendation)}</p>",
         _html_table(
             ["criterion", "score", "rule"],
             [[c.name, _score_text(c.score), c.rule] for c in card.criteria],
         ),
     ]
+    if card.missing:
+        parts += [
+            "<h2>What to run</h2>",
+            "<p>Each command adds the missing evidence to <code>results/&lt;experiment_name&gt;/"
+            "</code>; pass that folder to <code>python -m benchmark.readiness</code> beside the "
+            "others.</p>",
+            _html_table(["criterion", "command"], _to_run(card)),
+        ]
     for c in card.criteria:
         parts += [
             f"<h2>{esc(c.name)}: {esc(_score_text(c.score))}</h2>",

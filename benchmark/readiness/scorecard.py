@@ -1,91 +1,54 @@
-"""The quantization readiness scorecard: five criteria scored 1-5 by stated rules.
+"""The quantization readiness scorecard: the five criteria, the overall score, a recommendation.
 
 Each criterion is scored from measured evidence (:mod:`.evidence`) by a threshold rule that is
 printed next to the score, so a reader can check the arithmetic. A criterion without evidence is
-"not measured" and left out of the overall percentage (which says how many were scored):
+"not measured", counts 0 and comes with the command that measures it, so missing evidence can
+only lower the overall percentage, never raise it:
 
-``overall = 100 * sum(scores) / (5 * number of scored criteria)``
+``overall = 100 * sum(scores of measured criteria) / (5 * 5)``
 
-Thresholds are relative DSC drops (fractions) unless stated; ``tol`` is the gate tolerance.
+Without the deployment and validation evidence (a gated static INT8 model) the recommendation
+never says to proceed.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import pandas as pd
 
+from benchmark.readiness.criteria import (
+    CALIBRATION_RULE,
+    DEPLOYMENT_RULE,
+    EFFORT_RULE,
+    SENSITIVITY_RULE,
+    VALIDATION_RULE,
+    Criterion,
+    calibration,
+    change_text,
+    deployment,
+    effort,
+    label,
+    pct,
+    score_by_thresholds,
+    sensitivity,
+    speed_text,
+    validation,
+)
 from benchmark.readiness.evidence import DeployEvidence, SweepEvidence, finite
 
 __all__ = [
-    "Criterion",
-    "Scorecard",
-    "score_by_thresholds",
-    "build_scorecard",
-    "SENSITIVITY_RULE",
     "CALIBRATION_RULE",
     "DEPLOYMENT_RULE",
-    "VALIDATION_RULE",
     "EFFORT_RULE",
+    "SENSITIVITY_RULE",
+    "VALIDATION_RULE",
+    "Criterion",
+    "Scorecard",
+    "build_scorecard",
+    "score_by_thresholds",
+    "speed_text",
 ]
-
-SENSITIVITY_RULE = (
-    "best W8A8 relative DSC drop d: d <= 1% -> 5, <= 2% -> 4, <= 5% -> 3, <= 10% -> 2, else 1"
-)
-CALIBRATION_RULE = (
-    "spread s of the relative DSC drop over W8A8 runs that differ only in observer or number "
-    "of calibration patches (best granularity): s <= 0.5 pp -> 5, <= 1 pp -> 4, <= 2 pp -> 3, "
-    "<= 5 pp -> 2, else 1"
-)
-DEPLOYMENT_RULE = (
-    "floor of the mean of a speed-up score (ort_fp32 p50 / ort_int8_static p50 at the largest "
-    "batch: >= 2x -> 5, >= 1.5x -> 4, >= 1.1x -> 3, >= 0.9x -> 2, else 1) and a size score "
-    "(int8 size / fp32 size: <= 0.3 -> 5, <= 0.5 -> 4, <= 0.75 -> 3, <= 1 -> 2, else 1)"
-)
-VALIDATION_RULE = (
-    "static INT8 gate accepted and batch-consistent with fake-quant agreement "
-    "(mean dsc_vs_fakequant) >= 0.98 -> 5; accepted and batch-consistent -> 4; rejected but "
-    "mean drop <= tol -> 3; rejected with mean drop <= 5 tol -> 2; else 1"
-)
-EFFORT_RULE = (
-    "deployed W8A8 PTQ passes the gate -> 5 (none); else the smallest W8A8 relative DSC drop d "
-    "(swept points and the deployed static INT8 model): d <= tol -> 4 (config change); "
-    "<= 5% -> 3 (mixed precision or advanced PTQ); <= 10% -> 2 (QAT); else 1 (keep float)"
-)
-
-
-def score_by_thresholds(
-    value: float, thresholds: tuple[float, float, float, float], higher_is_better: bool
-) -> int:
-    """1-5 from four thresholds, best first (e.g. ``(0.01, 0.02, 0.05, 0.10)`` for drops).
-
-    ``higher_is_better=False``: ``value <= t[0] -> 5``, ``<= t[1] -> 4``, ... else 1;
-    ``higher_is_better=True``: ``value >= t[0] -> 5``, ... else 1.
-    """
-    for score, limit in zip((5, 4, 3, 2), thresholds, strict=True):
-        if (value >= limit) if higher_is_better else (value <= limit):
-            return score
-    return 1
-
-
-@dataclass
-class Criterion:
-    """One scorecard line.
-
-    Attributes:
-        name: criterion title.
-        score: 1-5, or ``None`` when not measured.
-        rule: the scoring rule, verbatim.
-        measured: label -> value as text ("not measured" where absent).
-        why: one sentence applying the rule to the measured values.
-    """
-
-    name: str
-    score: int | None
-    rule: str
-    measured: dict[str, str]
-    why: str
 
 
 @dataclass
@@ -100,190 +63,33 @@ class Scorecard:
 
     @property
     def overall_percent(self) -> float:
-        """``100 * sum / (5 * n)`` over scored criteria (NaN if none is scored)."""
+        """``100 * sum / (5 * number of criteria)``, unmeasured ones counting 0 (NaN if none
+        is measured)."""
         scored = [c.score for c in self.criteria if c.score is not None]
-        return 100.0 * sum(scored) / (5 * len(scored)) if scored else float("nan")
+        return 100.0 * sum(scored) / (5 * len(self.criteria)) if scored else float("nan")
 
     @property
     def n_scored(self) -> int:
         return sum(c.score is not None for c in self.criteria)
 
+    @property
+    def complete(self) -> bool:
+        """Whether every criterion was measured."""
+        return self.n_scored == len(self.criteria)
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.2f}%" if finite(value) else "not measured"
-
-
-def _label(row: pd.Series) -> str:
-    return f"{row['precision']} {row['granularity']} / {row['observer']} / n={row['calib_n']}"
-
-
-def _sensitivity(sweep: SweepEvidence) -> Criterion:
-    best, best4 = sweep.best("w8a8"), None
-    low_bits = sweep.configs[sweep.configs["precision"].str.match(r"^w[2-4]a")]
-    if not low_bits.empty:
-        best4 = low_bits.iloc[0]
-    measured = {
-        "FP32 mean DSC": f"{sweep.fp32_dsc:.4f}" if finite(sweep.fp32_dsc) else "not measured",
-        "best W8A8 point": _label(best) if best is not None else "not measured",
-        "best W8A8 relative DSC drop": _pct(best["rel_drop"])
-        if best is not None
-        else "not measured",
-        "best <= 4-bit relative DSC drop": (
-            f"{_pct(best4['rel_drop'])} ({_label(best4)})" if best4 is not None else "not measured"
-        ),
-    }
-    if not sweep.layers.empty:
-        measured["most sensitive layers"] = ", ".join(sweep.layers["layer"].astype(str))
-    if best is None:
-        return Criterion(
-            "Performance sensitivity", None, SENSITIVITY_RULE, measured, "no FP32 + W8A8 sweep rows"
-        )
-    score = score_by_thresholds(best["rel_drop"], (0.01, 0.02, 0.05, 0.10), higher_is_better=False)
-    return Criterion(
-        "Performance sensitivity",
-        score,
-        SENSITIVITY_RULE,
-        measured,
-        f"d = {_pct(best['rel_drop'])} -> {score}",
-    )
+    @property
+    def missing(self) -> list[Criterion]:
+        """The criteria without evidence, in scorecard order."""
+        return [c for c in self.criteria if c.score is None]
 
 
-def _calibration(sweep: SweepEvidence, deploy: DeployEvidence | None) -> Criterion:
+def _recommendation(
+    criteria: list[Criterion], sweep: SweepEvidence, deploy: DeployEvidence | None, tolerance: float
+) -> str:
+    """One recommendation; "proceed" only when a deployed static INT8 model passed the gate."""
     best = sweep.best("w8a8")
-    measured = {"calibration patches (deployed run)": "not measured"}
-    if deploy is not None:
-        measured["calibration patches (deployed run)"] = str(deploy.point.get("calib_n"))
-        measured["observer (deployed run)"] = str(deploy.point.get("observer"))
-    if best is None:
-        return Criterion("Calibration data", None, CALIBRATION_RULE, measured, "no W8A8 sweep rows")
-    same = sweep.configs[
-        (sweep.configs["precision"] == "w8a8")
-        & (sweep.configs["granularity"] == best["granularity"])
-        & (sweep.configs["algorithm"] == best["algorithm"])
-    ]
-    measured["W8A8 runs compared"] = str(len(same))
-    measured["observers"] = ", ".join(sorted(same["observer"].astype(str).unique()))
-    measured["calibration sizes"] = ", ".join(str(n) for n in sorted(same["calib_n"].unique()))
-    if len(same) < 2:
-        return Criterion(
-            "Calibration data",
-            None,
-            CALIBRATION_RULE,
-            measured,
-            "only one calibration setting was swept; sweep observer= or calibration.n= to measure",
-        )
-    spread_pp = 100 * float(same["rel_drop"].max() - same["rel_drop"].min())
-    measured["spread of relative drop"] = f"{spread_pp:.2f} pp"
-    score = score_by_thresholds(spread_pp, (0.5, 1.0, 2.0, 5.0), higher_is_better=False)
-    return Criterion(
-        "Calibration data", score, CALIBRATION_RULE, measured, f"s = {spread_pp:.2f} pp -> {score}"
-    )
-
-
-def _deployment(deploy: DeployEvidence | None) -> Criterion:
-    if deploy is None or not deploy.speedup:
-        measured = {"speed-up": "not measured", "size": "not measured"}
-        return Criterion(
-            "Deployment constraints", None, DEPLOYMENT_RULE, measured, "no deployment run"
-        )
-    batch = max(deploy.speedup)
-    speed = deploy.speedup[batch]
-    ratio = deploy.size_mb.get("ort_int8_static", math.nan) / deploy.size_mb.get(
-        "ort_fp32", math.nan
-    )
-    measured = {f"speed-up at batch {b}": f"{s:.2f}x" for b, s in sorted(deploy.speedup.items())}
-    measured["size (MB) ort_fp32 -> ort_int8_static"] = (
-        f"{deploy.size_mb.get('ort_fp32', math.nan):.3f} -> "
-        f"{deploy.size_mb.get('ort_int8_static', math.nan):.3f} ({ratio:.2f}x)"
-    )
-    fraction = deploy.integer_conv_fraction.get("ort_int8_static", math.nan)
-    measured["convolutions in integer kernels"] = _pct(fraction)
-    measured["float compute ops left (static INT8)"] = (
-        ", ".join(deploy.float_ops.get("ort_int8_static", [])) or "none"
-    )
-    measured["hardware"] = deploy.hardware
-    speed_score = score_by_thresholds(speed, (2.0, 1.5, 1.1, 0.9), higher_is_better=True)
-    size_score = score_by_thresholds(ratio, (0.3, 0.5, 0.75, 1.0), higher_is_better=False)
-    score = (speed_score + size_score) // 2
-    why = (
-        f"speed-up {speed:.2f}x -> {speed_score}, size ratio {ratio:.2f} -> {size_score}; "
-        f"floor(mean) = {score}"
-    )
-    return Criterion("Deployment constraints", score, DEPLOYMENT_RULE, measured, why)
-
-
-def _validation(deploy: DeployEvidence | None, tolerance: float) -> Criterion:
-    backend = "ort_int8_static"
-    if deploy is None or backend not in deploy.gate:
-        measured = {"gate": "not measured"}
-        return Criterion(
-            "Validation", None, VALIDATION_RULE, measured, "no gate result for static INT8"
-        )
-    accepted, note = deploy.gate[backend]
-    consistent = deploy.batch_consistent.get(backend, False)
-    drop = deploy.rel_drop(backend)
-    faithful = deploy.mean_metric.get((backend, "dsc_vs_fakequant"), math.nan)
-    measured = {
-        "gate (static INT8)": "accepted" if accepted else f"rejected: {note}",
-        "relative DSC drop vs FP32": _pct(drop),
-        "batch-size consistency": "yes" if consistent else "no",
-        "mean DSC vs fake-quant (simulation fidelity)": f"{faithful:.4f}"
-        if finite(faithful)
-        else "not measured",
-        "mean DSC vs FP32": f"{deploy.mean_metric.get((backend, 'dsc_vs_fp32'), math.nan):.4f}",
-        "test cases": str(deploy.n_cases),
-    }
-    if accepted and consistent:
-        score = 5 if finite(faithful) and faithful >= 0.98 else 4
-    elif finite(drop) and drop <= tolerance:
-        score = 3
-    elif finite(drop) and drop <= 5 * tolerance:
-        score = 2
-    else:
-        score = 1
-    return Criterion(
-        "Validation",
-        score,
-        VALIDATION_RULE,
-        measured,
-        f"gate {'accepted' if accepted else 'rejected'}, drop {_pct(drop)} -> {score}",
-    )
-
-
-def _effort(sweep: SweepEvidence, deploy: DeployEvidence | None, tolerance: float) -> Criterion:
-    best = sweep.best("w8a8")
-    accepted = deploy is not None and deploy.gate.get("ort_int8_static", (False, ""))[0]
-    deployed_drop = deploy.rel_drop() if deploy is not None else math.nan
-    measured = {
-        "deployed PTQ passes the gate": "not measured"
-        if deploy is None
-        else ("yes" if accepted else "no"),
-        "best swept W8A8 drop": _pct(best["rel_drop"]) if best is not None else "not measured",
-        "deployed static INT8 drop": _pct(deployed_drop),
-    }
-    if accepted:
-        return Criterion(
-            "Effort", 5, EFFORT_RULE, measured, "the deployed PTQ model passes the gate -> 5"
-        )
-    drops = [
-        d for d in (best["rel_drop"] if best is not None else None, deployed_drop) if finite(d)
-    ]
-    if not drops:
-        return Criterion(
-            "Effort", None, EFFORT_RULE, measured, "neither a passing deployment nor a W8A8 sweep"
-        )
-    d = float(min(drops))
-    score = 4 if d <= tolerance else 3 if d <= 0.05 else 2 if d <= 0.10 else 1
-    return Criterion("Effort", score, EFFORT_RULE, measured, f"d = {_pct(d)} -> {score}")
-
-
-def _recommendation(sweep: SweepEvidence, deploy: DeployEvidence | None, tolerance: float) -> str:
-    best = sweep.best("w8a8")
-    accepted = deploy is not None and deploy.gate.get("ort_int8_static", (False, ""))[0]
-    # without a sweep, the deployed model's own drop is the only W8A8 measurement there is
-    drop = float(best["rel_drop"]) if best is not None else math.nan
-    if best is None and deploy is not None:
-        drop = deploy.rel_drop()
+    gated = deploy is not None and "ort_int8_static" in deploy.gate
+    accepted = gated and deploy.gate["ort_int8_static"][0]
     if accepted:
         point = deploy.point
         text = (
@@ -291,43 +97,74 @@ def _recommendation(sweep: SweepEvidence, deploy: DeployEvidence | None, toleran
             f"{point.get('observer')} observer, {point.get('calib_n')} calibration patches): "
             "the ONNX Runtime INT8 model passed the accuracy gate."
         )
-    elif best is not None and drop <= tolerance:
+    elif gated:
+        drop, reason = deploy.rel_drop(), deploy.gate["ort_int8_static"][1]
+        if finite(drop) and drop <= tolerance:
+            text = (
+                f"Keep FP32 for now: the static INT8 mean DSC drop ({pct(drop)}) is within the "
+                f"tolerance, but the gate rejected it ({reason}); try mixed precision for the "
+                "layers behind the classes at risk below, or another calibration setting."
+            )
+        else:
+            text = _by_drop(drop, "the deployed static INT8 model")
+    elif best is not None and best["rel_drop"] <= tolerance:
         text = (
-            f"Proceed with W8A8 PTQ using {_label(best)} (the best swept point; re-run the "
-            "deployment gate with it)."
+            f"No deployment decision yet: in fake-quant the best W8A8 point ({label(best)}) "
+            f"{change_text(best['rel_drop'])} mean DSC (within the {pct(tolerance)} tolerance), but no "
+            "INT8 model of it has been deployed and gated; deploy it (see What to run) first."
         )
-    elif finite(drop) and drop <= tolerance:
-        reason = deploy.gate.get("ort_int8_static", (False, "not gated"))[1]
-        text = (
-            f"Keep FP32 for now: the static INT8 mean DSC drop ({_pct(drop)}) is within the "
-            f"tolerance, but the gate rejected it ({reason}); try mixed precision for the layers "
-            "behind the classes at risk below, or another calibration setting."
-        )
-    elif finite(drop) and drop <= 0.05:
-        text = (
-            "Consider QAT or mixed precision (keep the most sensitive layers and classes in "
-            "FP16/FP32)."
-        )
-    elif finite(drop):
-        text = "Keep FP32/FP16: W8A8 costs more than 5% relative DSC; INT8 needs QAT at least."
+    elif best is not None:
+        text = _by_drop(float(best["rel_drop"]), "the best fake-quant W8A8 point")
     else:
-        text = (
-            "Not enough evidence: run the fake-quant sweep (FP32 + W8A8) and task=deploy for "
-            "this model."
-        )
-    if best is None and deploy is not None:
+        text = "Not enough evidence to recommend anything: see What to run."
+    missing = [c.name for c in criteria if c.score is None]
+    if missing:
         text += (
-            " Sensitivity and calibration are not scored: pass the results of a fake-quant sweep "
-            "with FP32 and W8A8 runs of this model (e.g. experiment=smoke) as well."
+            f" The assessment is incomplete: {', '.join(missing)} not measured (counted 0 in the "
+            "overall score; What to run lists the commands)."
         )
     if deploy is not None and deploy.speedup:
-        speed = deploy.speedup[max(deploy.speedup)]
+        batch = max(deploy.speedup)
+        speed = deploy.speedup[batch]
         if speed < 1.1:
             text += (
-                f" Note: INT8 gave no meaningful speed-up on this hardware ({speed:.2f}x at batch "
-                f"{max(deploy.speedup)}); the gain is the smaller model."
+                f" Note: on this hardware the static INT8 model is {speed_text(speed)} than "
+                f"ONNX Runtime FP32 at batch {batch}; the gain is the smaller model."
             )
     return text
+
+
+def _by_drop(drop: float, what: str) -> str:
+    """The recommendation for a W8A8 drop beyond the tolerance."""
+    if finite(drop) and drop <= 0.05:
+        return (
+            f"Consider QAT or mixed precision: {what} {change_text(drop)} mean DSC (keep the "
+            "most sensitive layers and classes in FP16/FP32)."
+        )
+    if finite(drop):
+        return (
+            f"Keep FP32/FP16: {what} {change_text(drop)} mean DSC, more than 5%; INT8 needs "
+            "QAT at least."
+        )
+    return "Not enough evidence to recommend anything: see What to run."
+
+
+def _what_to_run(criterion: Criterion, model: str, sweep: SweepEvidence) -> str:
+    """The command that measures an unmeasured criterion of ``model``."""
+    best = sweep.best("w8a8")
+    granularity = best["granularity"] if best is not None else "per_channel_token"
+    commands = {
+        "Performance sensitivity": f"python -m benchmark.run -m model={model} "
+        "precision=fp32,w8a8 granularity=per_tensor,per_channel_token,adaptive "
+        f"experiment_name=sweep_{model}",
+        "Calibration data": f"python -m benchmark.run -m model={model} precision=fp32,w8a8 "
+        f"granularity={granularity} observer=minmax,percentile,mse "
+        f"experiment_name=calibration_{model}",
+        "Deployment constraints": f"python -m benchmark.run experiment=deploy_smoke model={model}",
+        "Validation": f"python -m benchmark.run experiment=deploy_smoke model={model}",
+        "Effort": f"python -m benchmark.run experiment=deploy_smoke model={model}",
+    }
+    return commands[criterion.name]
 
 
 def _risks(sweep: SweepEvidence, deploy: DeployEvidence | None, top: int = 3) -> pd.DataFrame:
@@ -346,7 +183,7 @@ def _risks(sweep: SweepEvidence, deploy: DeployEvidence | None, top: int = 3) ->
             top, "rel_drop"
         )
         frames.append(
-            rows.assign(source=f"sweep {_label(best)}")[
+            rows.assign(source=f"sweep {label(best)}")[
                 ["source", "class", "class_name", "fp32_dsc", "dsc", "rel_drop"]
             ]
         )
@@ -386,11 +223,11 @@ def build_scorecard(
         tolerance: gate tolerance on the relative drop of the mean DSC (0.01 = 1 %).
     """
     criteria = [
-        _sensitivity(sweep),
-        _calibration(sweep, deploy),
-        _deployment(deploy),
-        _validation(deploy, tolerance),
-        _effort(sweep, deploy, tolerance),
+        sensitivity(sweep),
+        calibration(sweep, deploy),
+        deployment(deploy),
+        validation(deploy, tolerance),
+        effort(sweep, deploy, tolerance),
     ]
     notes = []
     if deploy is not None:
@@ -405,6 +242,13 @@ def build_scorecard(
             notes.append(
                 "Dynamic INT8 predictions depend on the batch size (batch-wide activation ranges)."
             )
+    for criterion in criteria:
+        if criterion.score is None:
+            criterion.to_measure = _what_to_run(criterion, model, sweep)
     return Scorecard(
-        model, criteria, _recommendation(sweep, deploy, tolerance), _risks(sweep, deploy), notes
+        model,
+        criteria,
+        _recommendation(criteria, sweep, deploy, tolerance),
+        _risks(sweep, deploy),
+        notes,
     )

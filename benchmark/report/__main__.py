@@ -3,6 +3,9 @@
 RESULTS is a ``results.parquet`` file or a ``results/<experiment>`` folder (its run files are
 collected first when ``results.parquet`` is missing). For the BTCV reproduction
 (``experiment=medquanbench_btcv``) the published MedQuanBench figures are put side by side.
+A model without an FP32 run in RESULTS gets its baseline from the cached FP32 predictions of
+the same model, data and inference settings (:mod:`benchmark.report.baseline`), or a message on
+stderr saying why not and which run adds it. ``--format csv`` writes numbers, one per column.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from pathlib import Path
 import pandas as pd
 
 import benchmark
-from benchmark.report.render import FORMATS, render
-from benchmark.report.table import make_table, read_published
+from benchmark.cli import run_cli
+from benchmark.report.baseline import cached_baselines
+from benchmark.report.render import FORMATS, table_text
+from benchmark.report.table import read_published
 from benchmark.results import RESULTS_FILE, collect
 
 __all__ = ["PUBLISHED", "load_results", "main"]
@@ -35,6 +40,7 @@ def load_results(path: str | Path) -> pd.DataFrame:
 
     Raises:
         FileNotFoundError: nothing readable at ``path``.
+        ValueError: ``path`` is not a parquet file (truncated, or some other file).
     """
     path = Path(path)
     if path.is_dir():
@@ -45,7 +51,13 @@ def load_results(path: str | Path) -> pd.DataFrame:
         raise FileNotFoundError(
             f"no results at {path}; pass a results.parquet or a results/<experiment> folder"
         )
-    return pd.read_parquet(path)
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise ValueError(
+            f"{path} is not a readable parquet file ({exc}); rebuild it from the run files with "
+            "python -m benchmark.results collect <its folder>"
+        ) from exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,7 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("results", help="results.parquet or results/<experiment> folder")
     parser.add_argument(
-        "--format", choices=FORMATS, default="md", help="output format (default md)"
+        "--format",
+        choices=FORMATS,
+        default="md",
+        help="md or tex: the published layout; csv: one number per column (default md)",
     )
     parser.add_argument(
         "--ci", action="store_true", help="add paired-bootstrap 95%% CIs of the drop from FP32"
@@ -77,10 +92,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         candidate = PUBLISHED.get(next(iter(experiments)))
         published_path = candidate if candidate is not None and candidate.is_file() else None
     published = read_published(published_path) if published_path else None
+    # notes go to stderr, so the table itself stays clean CSV/LaTeX when redirected
     if published_path:
-        # on stderr, so the table itself stays clean CSV/LaTeX when redirected
         print(f"published figures beside ours: {published_path}", file=sys.stderr)
-    text = render(make_table(results, ci=args.ci, published=published), args.format)
+    path = Path(args.results)
+    baselines, notes = cached_baselines(results, path if path.is_dir() else path.parent)
+    for note in notes:
+        print(note, file=sys.stderr)
+    if len(baselines):
+        results = pd.concat([results, baselines], ignore_index=True)
+    text = table_text(results, args.format, ci=args.ci, published=published)
     print(text, end="")
     if args.out:
         Path(args.out).write_text(text)
@@ -88,4 +109,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))

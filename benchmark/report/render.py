@@ -1,10 +1,13 @@
-"""Text renderings of a display table: Markdown, CSV and LaTeX (booktabs)."""
+"""Text renderings of the results table: Markdown and LaTeX (booktabs) of the display
+strings, CSV of the numbers (one value per column, for machines)."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["FORMATS", "render"]
+from benchmark.report.table import make_table, numeric_table
+
+__all__ = ["FORMATS", "render", "table_text"]
 
 FORMATS = ("md", "csv", "tex")
 _TEX_ESCAPES = {
@@ -26,7 +29,10 @@ def _tex(text: object) -> str:
 
 
 def render(table: pd.DataFrame, fmt: str = "md") -> str:
-    """Render ``table`` (strings) as ``md`` (pipe table), ``csv`` or ``tex`` (tabular, booktabs).
+    """Render ``table`` as ``md`` (pipe table), ``csv`` or ``tex`` (tabular, booktabs).
+
+    For the results table use :func:`table_text`, which writes CSV from the numbers rather
+    than from the display strings.
 
     Markdown and LaTeX are written here rather than through ``DataFrame.to_markdown`` /
     ``Styler.to_latex`` to avoid the optional ``tabulate`` dependency and to control escaping
@@ -56,3 +62,19 @@ def render(table: pd.DataFrame, fmt: str = "md") -> str:
         lines += [r"\bottomrule", r"\end{tabular}"]
         return "\n".join(lines) + "\n"
     raise ValueError(f"format={fmt!r} is not one of {list(FORMATS)}")
+
+
+def table_text(
+    results: pd.DataFrame, fmt: str = "md", ci: bool = False, published: pd.DataFrame | None = None
+) -> str:
+    """The results table in ``fmt``: :func:`make_table` for md/tex, :func:`numeric_table`
+    (scores, drops and CI bounds as plain numbers) for csv.
+
+    Raises:
+        ValueError: ``fmt`` is not one of :data:`FORMATS`.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"format={fmt!r} is not one of {list(FORMATS)}")
+    if fmt == "csv":
+        return numeric_table(results, ci=ci, published=published).to_csv(index=False)
+    return render(make_table(results, ci=ci, published=published), fmt)

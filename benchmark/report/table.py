@@ -5,6 +5,7 @@ granularity, DSC (Δ%) and NSD (Δ%), where a cell reads ``0.387 (55.6%)``: the 
 its relative drop from the same model's FP32 run (``↑`` marks an increase). Scores are averaged
 over foreground classes within each case, then over cases. Axes that vary inside a sweep besides
 precision and granularity (observer, algorithm, calibration size) get columns of their own.
+:func:`numeric_table` holds the same lines as numbers, one per column, for CSV.
 """
 
 from __future__ import annotations
@@ -15,17 +16,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark.metrics import format_with_drop, paired_bootstrap
+from benchmark.metrics import format_with_drop, paired_bootstrap, relative_drop
 
 __all__ = [
+    "CACHED_BASELINE_PREFIX",
     "GRANULARITY_NAMES",
-    "make_table",
-    "sort_runs",
-    "published_columns",
-    "read_published",
-    "run_means",
     "case_scores",
+    "make_table",
+    "numeric_table",
+    "published_columns",
+    "published_numbers",
+    "read_published",
+    "run_lines",
+    "run_means",
+    "sort_runs",
 ]
+
+#: ``run_id`` prefix of FP32 rows scored from cached FP32 predictions (:mod:`.baseline`).
+CACHED_BASELINE_PREFIX = "fp32-cache-"
 
 GRANULARITY_NAMES = {
     "none": "–",
@@ -125,21 +133,61 @@ def published_columns(means: pd.DataFrame, published: pd.DataFrame) -> pd.DataFr
     return pd.DataFrame(cells, index=means.index)
 
 
-def _bootstrap_cell(
-    results: pd.DataFrame, metric: str, run: pd.Series, fp32_run: str | None, seed: int
-) -> str:
-    """95% paired-bootstrap CI (over cases) of the run's score minus its FP32 score."""
-    if fp32_run is None or run["run_id"] == fp32_run:
-        return ""
-    scores = case_scores(results[results["run_id"].isin([run["run_id"], fp32_run])], metric)
-    a = scores[scores["run_id"] == run["run_id"]].set_index("case")["value"]
+def _bootstrap(
+    results: pd.DataFrame, metric: str, run_id: str, fp32_run: str | None, seed: int
+) -> tuple[float, float]:
+    """95% paired-bootstrap CI (over cases) of the run's score minus its FP32 score.
+
+    ``(nan, nan)`` for a baseline itself, a run without baseline, or too few paired cases.
+    """
+    if fp32_run is None or run_id == fp32_run:
+        return math.nan, math.nan
+    scores = case_scores(results[results["run_id"].isin([run_id, fp32_run])], metric)
+    a = scores[scores["run_id"] == run_id].set_index("case")["value"]
     b = scores[scores["run_id"] == fp32_run].set_index("case")["value"]
     common = sorted(set(a.index) & set(b.index))
     try:
         result = paired_bootstrap(a[common].to_dict(), b[common].to_dict(), seed=seed)
     except ValueError:
-        return "n/a"
-    return f"[{result.ci_low:+.3f}, {result.ci_high:+.3f}]"
+        return math.nan, math.nan
+    return result.ci_low, result.ci_high
+
+
+def run_lines(results: pd.DataFrame, ci: bool = False, seed: int = 0) -> pd.DataFrame:
+    """One row per run in the published order, as numbers.
+
+    Returns:
+        :func:`run_means` columns plus, per metric ``m`` in (dsc, nsd): ``m_drop_pct`` (relative
+        drop from the same model's FP32 run in percent, negative for an increase, NaN on the
+        FP32 line itself or without a baseline) and, with ``ci``, ``m_delta_ci_low`` /
+        ``m_delta_ci_high`` (95% paired-bootstrap CI over cases of run minus FP32, in score
+        units); and ``baseline_run_id``, the FP32 run the drops are taken from.
+    """
+    means = sort_runs(run_means(results))
+    fp32 = means[means["precision"] == "fp32"].drop_duplicates(["model", "dataset", "split"])
+    base = fp32.set_index(["model", "dataset", "split"])
+    keys = list(zip(means["model"], means["dataset"], means["split"], strict=True))
+    lines = means.copy()
+    lines["baseline_run_id"] = [base.loc[k, "run_id"] if k in base.index else None for k in keys]
+    for metric in ("dsc", "nsd"):
+        reference = np.array(
+            [float(base.loc[k, metric]) if k in base.index else math.nan for k in keys]
+        )
+        drop = np.asarray(relative_drop(means[metric].to_numpy(float), reference), dtype=float)
+        lines[f"{metric}_drop_pct"] = np.where(means["precision"] == "fp32", math.nan, drop)
+        if ci:
+            bounds = [
+                _bootstrap(results, metric, run, fp32_run, seed)
+                for run, fp32_run in zip(means["run_id"], lines["baseline_run_id"], strict=True)
+            ]
+            lines[f"{metric}_delta_ci_low"] = [b[0] for b in bounds]
+            lines[f"{metric}_delta_ci_high"] = [b[1] for b in bounds]
+    return lines
+
+
+def _precision_text(precision: str, run_id: object) -> str:
+    cached = isinstance(run_id, str) and run_id.startswith(CACHED_BASELINE_PREFIX)
+    return precision.upper() + (" (cached)" if cached else "")
 
 
 def make_table(
@@ -160,50 +208,127 @@ def make_table(
     Returns:
         A DataFrame of display strings, one line per run, FP32 first within each model.
     """
-    means = sort_runs(run_means(results))
-    fp32 = means[means["precision"] == "fp32"].drop_duplicates(["model", "dataset", "split"])
-    base = fp32.set_index(["model", "dataset", "split"])
+    lines = run_lines(results, ci=ci, seed=seed)
     table = pd.DataFrame(
         {
-            "Framework": means["framework"],
-            "Architecture": means["display_name"],
-            "Category": means["family"].map(_CATEGORY).fillna(means["family"]),
-            "Params (M)": means["params_m"].map(lambda v: "" if pd.isna(v) else f"{v:.1f}"),
-            "Precision": means["precision"].str.upper(),
-            "Granularity": means["granularity"].map(GRANULARITY_NAMES).fillna(means["granularity"]),
+            "Framework": lines["framework"],
+            "Architecture": lines["display_name"],
+            "Category": lines["family"].map(_CATEGORY).fillna(lines["family"]),
+            "Params (M)": lines["params_m"].map(lambda v: "" if pd.isna(v) else f"{v:.1f}"),
+            "Precision": [
+                _precision_text(p, r)
+                for p, r in zip(lines["precision"], lines["run_id"], strict=True)
+            ],
+            "Granularity": lines["granularity"].map(GRANULARITY_NAMES).fillna(lines["granularity"]),
         }
     )
-    quantized = means[~means["precision"].isin(list(_FLOAT_ORDER))]
-    for key, title in _OPTIONAL_AXES.items():
-        if quantized[key].nunique(dropna=False) > 1:
-            table[title] = [
-                "–" if p in _FLOAT_ORDER else str(v)
-                for p, v in zip(means["precision"], means[key], strict=True)
-            ]
+    for key, title in _varying_axes(lines).items():
+        table[title] = [
+            "–" if p in _FLOAT_ORDER else str(v)
+            for p, v in zip(lines["precision"], lines[key], strict=True)
+        ]
     for metric in ("dsc", "nsd"):
-        cells = []
-        for _, row in means.iterrows():
-            key = (row["model"], row["dataset"], row["split"])
-            value = row[metric]
-            if row["precision"] == "fp32" or key not in base.index:
-                cells.append("nan" if pd.isna(value) else f"{value:.3f}")
-            else:
-                cells.append(format_with_drop(float(value), float(base.loc[key, metric])))
-        table[f"{metric.upper()} (Δ%)"] = cells
+        table[f"{metric.upper()} (Δ%)"] = [
+            _score_cell(value, drop)
+            for value, drop in zip(lines[metric], lines[f"{metric}_drop_pct"], strict=True)
+        ]
     if ci:
         for metric in ("dsc", "nsd"):
+            low, high = lines[f"{metric}_delta_ci_low"], lines[f"{metric}_delta_ci_high"]
             table[f"Δ{metric.upper()} 95% CI"] = [
-                _bootstrap_cell(
-                    results,
-                    metric,
-                    row,
-                    base.loc[(row["model"], row["dataset"], row["split"]), "run_id"]
-                    if (row["model"], row["dataset"], row["split"]) in base.index
-                    else None,
-                    seed,
+                _ci_cell(lo, hi, run, fp32_run)
+                for lo, hi, run, fp32_run in zip(
+                    low, high, lines["run_id"], lines["baseline_run_id"], strict=True
                 )
-                for _, row in means.iterrows()
             ]
     if published is not None:
-        table = pd.concat([table, published_columns(means, published)], axis=1)
+        table = pd.concat([table, published_columns(lines, published)], axis=1)
     return table.replace({np.nan: ""})
+
+
+def _varying_axes(lines: pd.DataFrame) -> dict[str, str]:
+    """Sweep axes besides precision and granularity that vary among the quantized runs."""
+    quantized = lines[~lines["precision"].isin(list(_FLOAT_ORDER))]
+    return {k: t for k, t in _OPTIONAL_AXES.items() if quantized[k].nunique(dropna=False) > 1}
+
+
+def _score_cell(value: float, drop_pct: float) -> str:
+    """``0.387 (55.6%)``, ``0.881 (1.0%↑)`` after an increase, the bare score without a drop."""
+    if pd.isna(value):
+        return "nan"
+    if pd.isna(drop_pct):
+        return f"{value:.3f}"
+    return f"{value:.3f} ({-drop_pct:.1f}%↑)" if drop_pct < 0 else f"{value:.3f} ({drop_pct:.1f}%)"
+
+
+def _ci_cell(low: float, high: float, run_id: str, fp32_run: str | None) -> str:
+    if fp32_run is None or run_id == fp32_run:
+        return ""
+    return "n/a" if pd.isna(low) else f"[{low:+.3f}, {high:+.3f}]"
+
+
+#: Columns of :func:`numeric_table` taken from :func:`run_lines`, renamed where shown.
+_NUMERIC_COLUMNS = {
+    "framework": "framework",
+    "display_name": "architecture",
+    "model": "model",
+    "family": "category",
+    "params_m": "params_m",
+    "dataset": "dataset",
+    "split": "split",
+    "precision": "precision",
+    "w_bits": "w_bits",
+    "a_bits": "a_bits",
+    "granularity": "granularity",
+    "observer": "observer",
+    "algorithm": "algorithm",
+    "calib_n": "calib_n",
+}
+
+
+def numeric_table(
+    results: pd.DataFrame,
+    ci: bool = False,
+    published: pd.DataFrame | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The table for machines (CSV): the lines of :func:`make_table` with one number per column.
+
+    Scores in 0-1; ``*_drop_pct``: relative drop from the model's FP32 run in percent (negative
+    for an increase, empty on the FP32 line); ``*_delta_ci_low/high`` (with ``ci``): 95% CI of
+    run minus FP32 in score units; ``published_*`` likewise for the published figures.
+    ``run_id`` and ``baseline_run_id`` name the run and the FP32 run it is compared with.
+    """
+    lines = run_lines(results, ci=ci, seed=seed)
+    table = lines[list(_NUMERIC_COLUMNS)].rename(columns=_NUMERIC_COLUMNS)
+    table["run_id"] = lines["run_id"]
+    table["baseline_run_id"] = lines["baseline_run_id"]
+    metric_columns = [
+        f"{m}{suffix}"
+        for m in ("dsc", "nsd")
+        for suffix in ("", "_drop_pct", *(("_delta_ci_low", "_delta_ci_high") if ci else ()))
+    ]
+    table = pd.concat([table, lines[metric_columns]], axis=1)
+    if published is not None:
+        table = pd.concat([table, published_numbers(lines, published)], axis=1)
+    return table
+
+
+def published_numbers(lines: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
+    """``published_dsc``, ``published_dsc_drop_pct``, ``published_nsd``, ... per run line
+    (NaN where the published figures have no such line)."""
+    base = published[published["precision"] == "fp32"].set_index("architecture")
+    lookup = published.set_index(["architecture", "precision", "granularity"])
+    columns: dict[str, list[float]] = {}
+    for metric in ("dsc", "nsd"):
+        values, drops = [], []
+        for _, row in lines.iterrows():
+            key = (row["display_name"], row["precision"], row["granularity"])
+            value = float(lookup.loc[key, metric]) if key in lookup.index else math.nan
+            has_base = row["precision"] != "fp32" and row["display_name"] in base.index
+            baseline = float(base.loc[row["display_name"], metric]) if has_base else math.nan
+            values.append(value)
+            drops.append(float(relative_drop(value, baseline)))
+        columns[f"published_{metric}"] = values
+        columns[f"published_{metric}_drop_pct"] = drops
+    return pd.DataFrame(columns, index=lines.index)

@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from benchmark.cli import run_cli
 from benchmark.results.store import RESULTS_FILE, collect
 
 __all__ = ["main"]
@@ -36,4 +37,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))

@@ -12,10 +12,10 @@ from torch import nn
 from benchmark.models import (
     CheckpointError,
     CheckpointMismatchError,
-    build_from_nnunet_folder,
     build_model,
     load_model_config,
     load_weights,
+    open_nnunet_folder,
     read_state_dict,
 )
 from benchmark.models import checkpoints as ckpt_module
@@ -233,7 +233,7 @@ def _nnunet_folder(tmp_path, fold=0, configuration="3d_fullres"):
 
 def test_nnunet_folder_builds_network_from_plans_and_loads_weights(tmp_path):
     folder, source = _nnunet_folder(tmp_path)
-    model = build_from_nnunet_folder(folder)
+    model = open_nnunet_folder(folder).build_network()
     assert type(model).__name__ == "PlainConvUNet"
     assert not model.training
     assert _same_weights(source, model)
@@ -244,7 +244,7 @@ def test_nnunet_folder_builds_network_from_plans_and_loads_weights(tmp_path):
 
 def test_nnunet_folder_resolves_inherited_configuration(tmp_path):
     folder, source = _nnunet_folder(tmp_path, configuration="3d_cascade_fullres")
-    assert _same_weights(source, build_from_nnunet_folder(folder))
+    assert _same_weights(source, open_nnunet_folder(folder).build_network())
 
 
 def test_nnunet_folder_as_registry_checkpoint(tmp_path):
@@ -266,14 +266,16 @@ def test_nnunet_folder_with_several_folds_asks_for_one(tmp_path):
     )
     with pytest.raises(CheckpointError, match=r"several folds \['fold_0', 'fold_1'\]"):
         read_state_dict(folder)
-    assert build_from_nnunet_folder(folder, fold=1) is not None
+    assert open_nnunet_folder(folder, fold=1).fold == "1"
+    with pytest.raises(CheckpointError, match=r"folds with checkpoint_final.pth: \['0', '1'\]; choose one with model.fold=N"):
+        open_nnunet_folder(folder)
 
 
 def test_nnunet_folder_missing_dataset_json_is_named(tmp_path):
     folder, _ = _nnunet_folder(tmp_path)
     (folder / "dataset.json").unlink()
-    with pytest.raises(CheckpointError, match="missing dataset.json"):
-        build_from_nnunet_folder(folder)
+    with pytest.raises(CheckpointError, match="no dataset.json; an nnU-Net v2 results folder holds"):
+        open_nnunet_folder(folder)
 
 
 def test_folder_of_unknown_layout_is_rejected(tmp_path):

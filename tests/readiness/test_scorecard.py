@@ -13,7 +13,7 @@ from benchmark.readiness import (
     to_markdown,
 )
 from benchmark.readiness.__main__ import main
-from benchmark.readiness.scorecard import score_by_thresholds
+from benchmark.readiness.scorecard import score_by_thresholds, speed_text
 
 FP32 = {1: 0.90, 2: 0.80, 3: 0.70}
 CASES = ["c0", "c1", "c2", "c3"]
@@ -244,7 +244,8 @@ def test_rejected_deployment_and_risky_class():
     assert scores["Calibration data"] is None
     assert scores["Validation"] == 2  # rejected, drop 3 % <= 5 x 1 %
     assert scores["Effort"] == 3  # best W8A8 drop 2.67 % <= 5 %
-    assert card.overall_percent == pytest.approx(100 * (3 + 4 + 2 + 3) / 20)
+    # the unmeasured criterion counts 0: 12 of 25 points
+    assert card.overall_percent == pytest.approx(100 * (3 + 4 + 2 + 3) / 25)
     assert card.recommendation.startswith("Consider QAT")
     sweep_risks = card.risks[card.risks["source"].str.startswith("sweep")]
     assert sweep_risks.iloc[0]["class"] == 3
@@ -261,7 +262,9 @@ def test_without_deployment_run_criteria_are_not_measured(passing):
     assert unscored == ["Deployment constraints", "Validation"]
     assert card.criteria[2].measured["speed-up"] == "not measured"
     text = to_markdown(card)
-    assert "not measured" in text and "3 of 5 criteria scored" in text
+    assert "not measured" in text and "only 3 of 5 criteria scored" in text
+    assert "(incomplete)" in text and "## What to run" in text
+    assert "python -m benchmark.run experiment=deploy_smoke model=tiny" in text
 
 
 def test_cli_writes_markdown_and_html(passing, tmp_path):
@@ -299,7 +302,10 @@ def test_deployment_alone_scores_deployment_validation_and_effort():
     assert scores["Validation"] == 3  # rejected, drop 0.5 % <= tol
     assert scores["Effort"] == 4  # deployed drop 0.5 % <= tol
     assert card.recommendation.startswith("Keep FP32 for now")
-    assert "pass the results of a fake-quant sweep" in card.recommendation
+    assert "incomplete: Performance sensitivity, Calibration data not measured" in (
+        card.recommendation
+    )
+    assert "experiment_name=sweep_tiny" in card.criteria[0].to_measure
 
 
 def test_cli_errors_name_the_problem(passing, tmp_path, capsys):
@@ -315,3 +321,54 @@ def test_cli_errors_name_the_problem(passing, tmp_path, capsys):
     assert main([str(results), "--model", "nope", "--out", out]) == 2
     assert "no rows for model 'nope'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def _overall(results):
+    return build_scorecard(
+        "tiny", sweep_evidence(results, "tiny"), deploy_evidence(results, "tiny")
+    ).overall_percent
+
+
+def test_missing_evidence_never_raises_the_overall_score(passing):
+    """Removing evidence of any kind can only lower the overall score, never raise it."""
+    full = _overall(passing)
+    sweep_only = passing[passing["task"] != "deploy"]
+    no_calibration = passing[passing["observer"] != "percentile"]
+    deploy_only = passing[passing["task"] == "deploy"]
+    for partial in (sweep_only, no_calibration, deploy_only):
+        assert _overall(partial) <= full
+    # a sweep whose W8A8 point is good scores 2 criteria at 9 of 10: 36 %, not 90 %
+    weaker = _table(
+        _sweep_rows(_point("fp32", "none", "none", 0), {}),
+        _sweep_rows(_point("w8a8"), {1: 0.012, 2: 0.012, 3: 0.012}),
+        _deploy_rows(static_drop=0.012, accepted=True),
+    )
+    assert _overall(weaker[weaker["task"] != "deploy"]) < _overall(weaker)
+
+
+def test_no_proceed_without_deployment_and_validation(passing):
+    sweep_only = passing[passing["task"] != "deploy"]
+    card = build_scorecard("tiny", sweep_evidence(sweep_only, "tiny"), None)
+    assert "proceed" not in card.recommendation.lower()
+    assert card.recommendation.startswith("No deployment decision yet")
+    assert not card.complete and [c.name for c in card.missing] == [
+        "Deployment constraints",
+        "Validation",
+    ]
+    text = to_markdown(card)
+    assert "**Overall: 52% (incomplete)**" in text  # (5 + 4 + 0 + 0 + 4) / 25
+    assert "| Validation | python -m benchmark.run experiment=deploy_smoke model=tiny |" in text
+    assert "What to run" in to_html(card)
+
+
+def test_a_slower_int8_model_is_called_slower(passing):
+    slow = passing.copy()
+    int8 = (slow["backend"] == "ort_int8_static") & (slow["metric"] == "latency_p50_ms")
+    slow.loc[int8, "value"] = slow.loc[int8, "value"] * 3.4  # 20 ms -> 68 ms at batch 4
+    card = build_scorecard("tiny", sweep_evidence(slow, "tiny"), deploy_evidence(slow, "tiny"))
+    deployment = card.criteria[2]
+    assert deployment.measured["static INT8 vs ONNX Runtime FP32 at batch 4"].startswith(
+        "1.89x slower"
+    )
+    assert "1.89x slower" in card.recommendation and "0.53x" not in card.recommendation
+    assert speed_text(1.8) == "1.80x faster" and speed_text(0.5) == "2.00x slower"

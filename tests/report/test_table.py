@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -155,5 +156,27 @@ def test_command_line(results, tmp_path, capsys):
     assert report_main([str(path), "--format", "csv"]) == 0
     assert "Published" not in capsys.readouterr().out
     assert report_main([str(path), "--format", "csv", "--published", str(PUBLISHED)]) == 0
-    assert "Published DSC (Δ%)" in capsys.readouterr().out.splitlines()[0]
+    assert "published_dsc_drop_pct" in capsys.readouterr().out.splitlines()[0]
     assert report_main([str(tmp_path / "none.parquet")]) == 1
+
+
+def test_csv_holds_numbers_one_per_column(results, tmp_path, capsys):
+    """Scores, drops and CI bounds are plain numbers a spreadsheet or pandas reads as such."""
+    path = tmp_path / "results.parquet"
+    results.to_parquet(path)
+    assert report_main([str(path), "--format", "csv", "--ci", "--published", str(PUBLISHED)]) == 0
+    text = capsys.readouterr().out
+    assert not any(symbol in text for symbol in ("↑", "%", "(", "[", "–"))
+    table = pd.read_csv(io.StringIO(text))
+    numbers = [c for c in table.columns if c.split("_")[0] in ("dsc", "nsd", "published")]
+    assert all(pd.api.types.is_float_dtype(table[c]) for c in numbers), table.dtypes
+    w4 = table[table["precision"] == "w4a4"].iloc[0]
+    assert w4["dsc"] == pytest.approx(0.387) and w4["dsc_drop_pct"] == pytest.approx(55.6, abs=0.05)
+    assert w4["dsc_delta_ci_low"] <= 0.387 - 0.872 <= w4["dsc_delta_ci_high"] < 0
+    assert w4["published_dsc"] == pytest.approx(0.387)
+    assert w4["granularity"] == "per_channel_token" and w4["w_bits"] == 4
+    w8 = table[table["precision"] == "w8a8"].iloc[0]
+    assert w8["dsc_drop_pct"] < 0  # an increase is a negative drop, not an arrow
+    fp32 = table[table["precision"] == "fp32"].iloc[0]
+    assert pd.isna(fp32["dsc_drop_pct"]) and pd.isna(fp32["dsc_delta_ci_low"])
+    assert set(table["baseline_run_id"]) == {"fp"}

@@ -1,0 +1,381 @@
+"""What a run predicts with: its cases, its FP32 network, and how a network scores a case.
+
+Two kinds of model reach the pipeline:
+
+* a registry model (``conf/model/<name>.yaml``, shipped or user weights): cases come from the
+  data config and are preprocessed by :mod:`benchmark.data` (MONAI), prediction is MONAI's
+  sliding window, optionally mirrored;
+* an nnU-Net v2 results folder (``model.checkpoint=FOLDER`` holding ``plans.json``): the folder
+  is the model. Network, patch size, spacing, normalisation, resampling, label handling, fold
+  and mirroring axes come from it; nnU-Net's own preprocessor, sliding window and export do the
+  work (:mod:`benchmark.data.nnunet_cases`, :mod:`benchmark.infer.nnunet_window`), and the
+  cases follow the fold's ``splits_final.json``. Settings that contradict the folder are errors;
+* a MONAI bundle folder (``configs/inference.json`` + ``models/model.pt``): the bundle's own
+  network, transforms, inferer and postprocessing (:mod:`benchmark.models.bundle`) over the data
+  config's cases.
+
+Each gives a :class:`ModelSource` with one :meth:`ModelSource.probabilities` call, so evaluation,
+calibration and caching do not care which kind they hold.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+import benchmark.data as data_layer
+import benchmark.infer as infer_layer
+import benchmark.models as models_layer
+from benchmark.config import ConfigError
+from benchmark.data.nnunet_cases import NnUNetCases
+from benchmark.infer.nnunet_window import nnunet_logits
+from benchmark.models.bundle import MonaiBundle
+from benchmark.pipeline import cache
+from benchmark.pipeline.bundle_cases import BundleCases
+
+__all__ = [
+    "Mirrored",
+    "ModelSource",
+    "folder_model_kind",
+    "fp32_cache_dir",
+    "mirroring_axes",
+    "open_source",
+    "registry_identity",
+    "roi_size",
+    "window_probabilities",
+]
+
+
+def roi_size(cfg: DictConfig) -> list[int]:
+    """Sliding-window and calibration patch size: ``inference.roi_size`` or the model's."""
+    roi = cfg.inference.roi_size if cfg.inference.roi_size is not None else cfg.model.patch_size
+    return [int(v) for v in roi]
+
+
+def mirroring_axes(cfg: DictConfig, default: tuple[int, ...] = ()) -> tuple[int, ...]:
+    """``inference.mirroring`` as spatial axes: ``auto`` -> ``default``, ``none`` -> ``()``."""
+    value = cfg.inference.mirroring
+    if value == "auto":
+        return tuple(default)
+    if value in ("none", None):
+        return ()
+    axes = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    if not isinstance(axes, (list, tuple)) or not all(a in (0, 1, 2) for a in axes):
+        raise ConfigError(
+            f"inference.mirroring={value!r} must be auto, none or a list of axes from [0, 1, 2]"
+        )
+    return tuple(sorted(set(int(a) for a in axes)))
+
+
+def _plain(tensor: torch.Tensor) -> torch.Tensor:
+    """Drop tensor subclasses (MONAI's MetaTensor): their metadata would otherwise travel into
+    observed ranges and saved files, which ``torch.load(weights_only=True)`` refuses."""
+    return tensor.as_subclass(torch.Tensor)
+
+
+class Mirrored(nn.Module):
+    """Average of a network's logits over flips of the given axes (nnU-Net's test-time
+    mirroring, for registry models under MONAI's sliding window)."""
+
+    def __init__(self, network: nn.Module, axes: tuple[int, ...]):
+        super().__init__()
+        self.network, self.dims = network, [a + 2 for a in axes]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.network(x)
+        combos = [
+            list(c) for n in range(1, len(self.dims) + 1) for c in combinations(self.dims, n)
+        ]
+        for dims in combos:
+            out = out + torch.flip(self.network(torch.flip(x, dims)), dims)
+        return out / (len(combos) + 1)
+
+
+def window_probabilities(
+    inference: Any, network: nn.Module, image: torch.Tensor, roi: list[int], mirroring: tuple
+) -> torch.Tensor:
+    """MONAI sliding-window probabilities ``[K, D, H, W]`` on the preprocessed grid, with the
+    ``inference`` settings and test-time mirroring along ``mirroring``."""
+    predictor = Mirrored(network, mirroring) if mirroring else network
+    return infer_layer.predict_probabilities(
+        predictor.to(inference.device),
+        _plain(image),
+        roi,
+        overlap=float(inference.overlap),
+        sw_batch_size=int(inference.sw_batch_size),
+        device=inference.device,
+        amp=bool(inference.amp),
+        mode=inference.mode,
+    )
+
+
+@dataclass
+class ModelSource:
+    """A run's cases, FP32 network and prediction settings.
+
+    Attributes:
+        dataset: ``split(name)`` / ``prepare(case_id)`` / ``labels`` (a
+            :class:`benchmark.data.SegmentationDataset` or an nnU-Net training's cases).
+        model: the FP32 network in eval mode.
+        roi: window and calibration patch size ``[D, H, W]``.
+        mirroring: mirrored axes at inference.
+        identity: what determines the weights (for cache keys).
+        predict: ``(network, case) -> probabilities on the case's original grid``.
+        columns: inference settings every row records.
+        folder: the nnU-Net results folder, when the model is one.
+    """
+
+    dataset: Any
+    model: nn.Module
+    roi: list[int]
+    mirroring: tuple[int, ...]
+    identity: dict[str, Any]
+    predict: Callable[[nn.Module, Any], torch.Tensor]
+    columns: dict[str, Any] = field(default_factory=dict)
+    folder: Any = None
+
+    def probabilities(self, network: nn.Module, case: Any) -> torch.Tensor:
+        """Class probabilities ``[K, D, H, W]`` of ``network`` on ``case``'s original grid."""
+        return self.predict(network, case)
+
+    def labels_of(self, probs: torch.Tensor, case: Any) -> np.ndarray:
+        """The label map of restored probabilities (ignore-label voxels set to background)."""
+        labels = probs.argmax(0).numpy()
+        mask = getattr(case, "ignore_mask", None)
+        return np.where(mask, 0, labels) if mask is not None else labels
+
+
+def _columns(cfg: DictConfig, roi: list[int], mirroring: tuple[int, ...], fold: Any) -> dict:
+    return {
+        "mirroring": ",".join(str(a) for a in mirroring) or "none",
+        "overlap": float(cfg.inference.overlap),
+        "roi": "x".join(str(v) for v in roi),
+        "fold": "none" if fold is None else str(fold),
+        "training_cases_scored": cfg.evaluation.split == "train",
+    }
+
+
+def registry_identity(cfg: DictConfig) -> dict[str, Any]:
+    """What determines a registry network's weights: its config plus the checkpoint's identity."""
+    checkpoint = cfg.model.checkpoint
+    if checkpoint is None:
+        weights: Any = {"random_init_seed": int(cfg.seed)}
+    else:
+        path = (
+            models_layer.shipped_weights_path(cfg.model.name)
+            if checkpoint == "shipped"
+            else Path(checkpoint)
+        )
+        weights = cache.checkpoint_fingerprint(path)
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    for key, default in (("fold", None), ("checkpoint_name", "checkpoint_final.pth")):
+        if model.get(key, default) == default:  # keys made before these fields stay valid
+            model.pop(key, None)
+    return {"model": model, "weights": weights}
+
+
+def fp32_cache_dir(cfg: DictConfig, source: ModelSource | None = None) -> Path:
+    """Cache folder of the FP32 label maps of this model, data and inference settings.
+
+    Every FP32 baseline is made with the same settings as the run that asks for it, so the
+    key holds the resolved inference settings (roi, mirroring) and the model's identity.
+    """
+    if source is None and not _is_folder(cfg):
+        identity, roi, axes, folder = registry_identity(cfg), roi_size(cfg), mirroring_axes(cfg), False
+    else:
+        source = source if source is not None else open_source(cfg)
+        identity, roi, axes = source.identity, source.roi, source.mirroring
+        folder = source.folder is not None
+    inference_key = OmegaConf.to_container(cfg.inference, resolve=True)
+    inference_key.pop("name", None)
+    inference_key["roi_size"] = roi
+    if axes or folder:
+        inference_key["mirroring"] = list(axes)
+    else:
+        inference_key.pop("mirroring", None)  # keys made before mirroring existed stay valid
+    data_key = OmegaConf.to_container(cfg.data, resolve=True)
+    key = cache.entry_key(identity, data_key, inference_key)
+    return cache.cache_root(cfg.paths.cache_dir) / "fp32" / key
+
+
+def _registry_source(cfg: DictConfig) -> ModelSource:
+    dataset = data_layer.open_dataset(cfg.data)
+    torch.manual_seed(int(cfg.seed))  # random-init models (checkpoint: null) are reproducible
+    model = models_layer.build_model(cfg.model, dataset.in_channels, dataset.num_classes)
+    if cfg.model.checkpoint is not None:
+        model = models_layer.load_weights(model, cfg.model)
+    roi, axes = roi_size(cfg), mirroring_axes(cfg)
+
+    def predict(network: nn.Module, case: Any) -> torch.Tensor:
+        return case.restore(window_probabilities(cfg.inference, network, case.image, roi, axes))
+
+    return ModelSource(
+        dataset=dataset,
+        model=model.eval(),
+        roi=roi,
+        mirroring=axes,
+        identity=registry_identity(cfg),
+        predict=predict,
+        columns=_columns(cfg, roi, axes, None),
+    )
+
+
+def _splits_file(cfg: DictConfig, dataset_name: str, raw_root: Path) -> Path:
+    """The training's ``splits_final.json``: ``data.split.splits_file`` if a path, else
+    ``$nnUNet_preprocessed/<dataset>/``, else the raw dataset folder."""
+    given = cfg.data.split.splits_file
+    if given not in (None, "auto"):
+        return Path(str(given)).expanduser()
+    candidates = []
+    if os.environ.get("nnUNet_preprocessed"):
+        candidates.append(Path(os.environ["nnUNet_preprocessed"]) / dataset_name)
+    candidates.append(raw_root)
+    for folder in candidates:
+        if (folder / "splits_final.json").is_file():
+            return folder / "splits_final.json"
+    raise ConfigError(
+        f"no splits_final.json of {dataset_name} in {[str(c) for c in candidates]}; set "
+        "data.split.splits_file=PATH (nnU-Net writes it to $nnUNet_preprocessed/<dataset>/) or "
+        "set nnUNet_preprocessed"
+    )
+
+
+def _check_folder_settings(cfg: DictConfig, folder: Any, index: Any) -> None:
+    roi = cfg.inference.roi_size
+    if roi is not None and [int(v) for v in roi] != folder.patch_size:
+        raise ConfigError(
+            f"inference.roi_size={list(roi)} contradicts {folder.root / 'plans.json'}, whose "
+            f"{folder.configuration} patch size is {folder.patch_size}; leave inference.roi_size unset"
+        )
+    trained = {int(v): str(k) for k, v in folder.dataset_json["labels"].items() if k != "ignore"}
+    if trained != dict(index.labels):
+        raise ConfigError(
+            f"{index.root / 'dataset.json'} labels {index.labels} differ from the training's "
+            f"{folder.root / 'dataset.json'} labels {trained}; point data.root at the raw dataset "
+            f"{folder.dataset_name}"
+        )
+
+
+def _folder_source(cfg: DictConfig) -> ModelSource:
+    folder = models_layer.open_nnunet_folder(
+        cfg.model.checkpoint, fold=cfg.model.fold, checkpoint_name=cfg.model.checkpoint_name
+    )
+    raw = data_layer.open_dataset(cfg.data)
+    _check_folder_settings(cfg, folder, raw.index)
+    splits = None if folder.fold == "all" else _splits_file(cfg, folder.dataset_name, raw.root)
+    dataset = NnUNetCases(
+        cfg.data.name,
+        folder.plans,
+        folder.dataset_json,
+        folder.configuration,
+        folder.fold,
+        raw.index,
+        splits if splits is not None else raw.root / "splits_final.json",
+        cfg.data.cache_dir,
+    )
+    if cfg.evaluation.split == "val" and not dataset.split("val"):
+        raise ConfigError(
+            f"fold {folder.fold} of {folder.root} has no validation cases (fold all trains on "
+            "every case); use evaluation.split=test (imagesTs/labelsTs) or another model.fold"
+        )
+    axes = mirroring_axes(cfg, folder.mirroring_axes)
+    identity = {
+        "nnunet_folder": cache.checkpoint_fingerprint(folder.checkpoint_file),
+        "plans": folder.plans,
+        "dataset_json": folder.dataset_json,
+        "configuration": folder.configuration,
+        "splits": None if splits is None else cache.checkpoint_fingerprint(splits),
+    }
+    inf = cfg.inference
+
+    def predict(network: nn.Module, case: Any) -> torch.Tensor:
+        logits = nnunet_logits(
+            network.to(inf.device),
+            _plain(case.image),
+            folder.plans,
+            folder.dataset_json,
+            folder.configuration,
+            axes,
+            tile_step_size=1.0 - float(inf.overlap),
+            use_gaussian=inf.mode == "gaussian",
+            device=inf.device,
+        )
+        return case.restore(logits)
+
+    return ModelSource(
+        dataset=dataset,
+        model=folder.build_network(),
+        roi=folder.patch_size,
+        mirroring=axes,
+        identity=identity,
+        predict=predict,
+        columns=_columns(cfg, folder.patch_size, axes, folder.fold),
+        folder=folder,
+    )
+
+
+def _bundle_source(cfg: DictConfig) -> ModelSource:
+    """A MONAI bundle folder: its own network, transforms and inferer over the data config's
+    cases. Mirroring and window settings are the bundle's (its inferer), not ``inference.*``."""
+    bundle = MonaiBundle(cfg.model.checkpoint, device=cfg.inference.device)
+    dataset = data_layer.open_dataset(cfg.data)
+    if bundle.labels is not None and len(bundle.labels) != dataset.num_classes:
+        raise ConfigError(
+            f"{bundle.root / 'configs' / 'metadata.json'} declares {len(bundle.labels)} output "
+            f"channels but {dataset.root / 'dataset.json'} has {dataset.num_classes} labels; "
+            "point data= at the dataset the bundle segments"
+        )
+    roi = bundle.patch_size or roi_size(cfg)
+    identity = {
+        "monai_bundle": cache.checkpoint_fingerprint(bundle.root),
+    }
+    return ModelSource(
+        dataset=BundleCases(dataset, bundle),
+        model=bundle.network,
+        roi=roi,
+        mirroring=(),
+        identity=identity,
+        predict=lambda network, case: bundle.predict(network, case.item),
+        columns=_columns(cfg, roi, (), None),
+    )
+
+
+def _is_folder(cfg: DictConfig) -> bool:
+    """A results folder (``plans.json``) is the model, whatever the model group says: a folder
+    is never a plain state dict."""
+    return models_layer.is_nnunet_folder(cfg.model.checkpoint)
+
+
+def _is_bundle(cfg: DictConfig) -> bool:
+    """A folder with ``configs/`` and ``models/model.pt`` is a MONAI bundle."""
+    checkpoint = cfg.model.checkpoint
+    if checkpoint in (None, "shipped"):
+        return False
+    folder = Path(str(checkpoint)).expanduser()
+    return (folder / "configs").is_dir() and (folder / "models" / "model.pt").is_file()
+
+
+def folder_model_kind(cfg: DictConfig) -> str | None:
+    """``nnunet_folder`` or ``monai_bundle`` when the checkpoint is a folder that is the model."""
+    if _is_folder(cfg):
+        return "nnunet_folder"
+    return "monai_bundle" if _is_bundle(cfg) else None
+
+
+def open_source(cfg: DictConfig) -> ModelSource:
+    """The :class:`ModelSource` of a validated config: an nnU-Net results folder, a MONAI
+    bundle, or a registry model."""
+    if _is_folder(cfg):
+        return _folder_source(cfg)
+    if _is_bundle(cfg):
+        return _bundle_source(cfg)
+    return _registry_source(cfg)

@@ -1,0 +1,283 @@
+"""Errors a user can act on: one line without traceback, Ctrl-C in one line, and ROI sizes
+checked against the network's total stride before any work."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+
+from benchmark.cli import error_message, is_expected, run_cli
+from benchmark.config import ConfigError, bits
+from benchmark.models import build_model, load_model_config
+from benchmark.models.stride import input_grid, size_problem
+from benchmark.pipeline.job import task_function
+from benchmark.pipeline.preflight import SweepError, check_point, check_sweep
+
+REPO = Path(__file__).resolve().parents[2]
+CONF = REPO / "conf"
+
+
+def _compose(*overrides: str, hydra_config: bool = False):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra_config)
+
+
+def _cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None):
+    paths = [
+        f"paths.results_dir={tmp_path / 'results'}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    ]
+    return subprocess.run(
+        [sys.executable, "-m", "benchmark.run", *args, *paths],
+        cwd=REPO,
+        env={
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "MEDQBENCH_CACHE": str(tmp_path / "cache"),
+            **(env or {}),
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "override, says",
+    [
+        ("+precision.bits=3", "error: invalid config at 'precision.bits': Key 'bits' not in"),
+        ("precision=w3a3", "error: In 'config': Could not find 'precision/w3a3'; Available opt"),
+        ("inference.roi_size=[7,7,7]", "error: inference.roi_size=[7, 7, 7] does not fit model="),
+    ],
+)
+def test_an_error_is_one_line_without_traceback(tmp_path, override, says):
+    done = _cli(tmp_path, override)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [done.stderr.rstrip("\n")], done.stderr
+    assert done.stderr.startswith(says) and "Traceback" not in done.stdout + done.stderr
+    assert not (tmp_path / "results").exists() and not (tmp_path / "cache").exists()
+
+
+def test_the_traceback_is_shown_on_request(tmp_path):
+    done = _cli(tmp_path, "+precision.bits=3", env={"MEDQBENCH_TRACEBACK": "1"})
+    assert done.returncode == 1
+    assert "Traceback (most recent call last)" in done.stderr
+    assert "ConfigError: invalid config at 'precision.bits'" in done.stderr
+
+
+def _corrupt_dataset(root: Path) -> Path:
+    """Four 32^3 cases in nnU-Net raw layout; the image of case c2 is cut in half."""
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        label = np.zeros((32, 32, 32), np.uint8)
+        label[8:24, 8:24, 8:24] = 1
+        image = (label * 100 + rng.normal(0, 10, label.shape)).astype(np.float32)
+        nib.save(nib.Nifti1Image(image, np.eye(4)), str(root / "imagesTr" / f"c{i}_0000.nii.gz"))
+        nib.save(nib.Nifti1Image(label, np.eye(4)), str(root / "labelsTr" / f"c{i}.nii.gz"))
+    meta = {
+        "channel_names": {"0": "CT"},
+        "labels": {"background": 0, "organ": 1},
+        "numTraining": 4,
+        "file_ending": ".nii.gz",
+    }
+    (root / "dataset.json").write_text(json.dumps(meta))
+    broken = root / "imagesTr" / "c2_0000.nii.gz"
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
+    return broken
+
+
+def test_a_corrupt_volume_is_named_without_traceback(tmp_path):
+    broken = _corrupt_dataset(tmp_path / "Dataset001_Cut")
+    done = _cli(
+        tmp_path,
+        "model.checkpoint=null",
+        "data=msd_spleen",
+        "data.format=nnunet_raw",
+        f"data.root={broken.parents[1]}",
+        "data.split.splits_file=null",
+        "data.split.fractions=[0.5,0.25,0.25]",
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stdout + done.stderr
+    assert done.stderr.startswith("error: ") and str(broken) in done.stderr
+    assert len(done.stderr.splitlines()) <= 2, done.stderr  # the problem, and the file's line
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MEDQBENCH_CACHE": str(tmp_path / "cache")}
+    run_dir = tmp_path / "job"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "benchmark.run",
+            f"paths.results_dir={tmp_path / 'results'}",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (run_dir / "status.json").exists() and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in out + err and "KeyboardInterrupt" not in err
+    assert err.splitlines()[-1].startswith("interrupted: finished runs are kept")
+
+
+# --- benchmark.cli ----------------------------------------------------------------------------
+
+
+def test_errors_raised_on_purpose_are_told_from_defects():
+    with pytest.raises(ValueError) as on_purpose:  # a `raise` statement of the harness
+        task_function("nope")
+    with pytest.raises(ConfigError) as own_type:
+        bits("w99a8")
+    with pytest.raises(TypeError) as defect:  # not a `raise` of ours: a wrong argument
+        bits(None)
+    with pytest.raises(ValueError) as library:
+        np.zeros(3).reshape(2)
+    assert is_expected(on_purpose.value) and is_expected(own_type.value)
+    assert is_expected(FileNotFoundError(2, "No such file or directory", "x.nii.gz"))
+    assert not is_expected(defect.value) and not is_expected(library.value)
+
+
+def test_hydra_reports_become_one_line():
+    with pytest.raises(HydraException) as missing:
+        _compose("precision=w3a3")
+    with pytest.raises(HydraException) as unknown:
+        _compose("model.foo=1")
+    options = error_message(missing.value)
+    assert "\n" not in options and "Config search path" not in options
+    assert "Available options in 'precision': bf16, fp16, fp32, w4a4" in options
+    assert error_message(unknown.value).startswith("Could not override 'model.foo'.")
+    assert "Key 'foo' not in 'ModelConfig'" in error_message(unknown.value)
+    assert "full_key" not in error_message(unknown.value)
+
+
+def test_run_cli_statuses_and_the_traceback_switch(capsys, monkeypatch):
+    monkeypatch.delenv("MEDQBENCH_TRACEBACK", raising=False)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+
+    def config_error():
+        bits("w99a8")
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert run_cli(lambda: 3) == 3 and run_cli(lambda: None) == 0
+    assert run_cli(config_error) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: precision.name='w99a8' is not one of ['bf16', 'fp16', 'fp32'] or 'wNaM' with "
+        "N, M in 2..16 bits (e.g. w8a8, w4a8)"
+    ]
+    assert run_cli(interrupted, interrupted="stopped") == 130
+    assert capsys.readouterr().err.strip() == "stopped"
+    assert "HYDRA_FULL_ERROR" not in os.environ  # set for Hydra during the call only
+    with pytest.raises(TypeError):  # a defect keeps its traceback
+        run_cli(lambda: bits(None))
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(ConfigError):
+        run_cli(config_error)
+
+
+# --- ROI and patch sizes against the total stride ---------------------------------------------
+
+
+def _runs(model: torch.nn.Module, size: tuple[int, int, int]) -> bool:
+    try:
+        with torch.no_grad():
+            return tuple(model(torch.zeros(1, 1, *size)).shape[2:]) == size
+    except (RuntimeError, ValueError):
+        return False
+
+
+@pytest.mark.parametrize(
+    "name", ["tiny_nnunet", "tiny_stunet", "tiny_swinunetr", "tiny_medformer", "tiny_unetr"]
+)
+def test_the_size_check_agrees_with_the_network(name):
+    """Every size the check accepts runs through the real network, every one it refuses fails."""
+    torch.manual_seed(0)
+    cfg = load_model_config(name)
+    model = build_model(cfg, 1, 3).eval()
+    grid = input_grid(cfg.net)
+    sizes = [(16, 16, 16), (16, 16, 32), (24, 32, 32), (32, 32, 32), (48, 64, 64)]
+    verdicts = {size: size_problem(size, grid) is None for size in sizes}
+    verdicts[tuple(cfg.patch_size)] = size_problem(cfg.patch_size, grid) is None
+    assert verdicts[tuple(cfg.patch_size)], name
+    assert {size: _runs(model, size) for size in verdicts} == verdicts
+
+
+def test_the_stride_comes_from_the_config():
+    net = dict(load_model_config("tiny_nnunet").net)
+    grid = input_grid({**net, "strides": [1, [1, 2, 2], 2, 2, 2]})
+    assert grid.multiple == (8, 16, 16) and grid.min_bottleneck_voxels == 2
+    # without instance normalisation a one-voxel bottleneck is fine
+    assert size_problem([16, 16, 16], input_grid({**net, "norm": "batch"})) is None
+    assert "nearest size that fits is [16, 16, 32]" in size_problem([7, 7, 7], input_grid(net))
+
+
+def test_the_stride_of_a_plans_file(tmp_path):
+    plans = tmp_path / "nnUNetPlans.json"
+    arch = {
+        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+        "arch_kwargs": {
+            "n_stages": 3,
+            "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2]],
+            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+        },
+        "_kw_requires_import": ["norm_op"],
+    }
+    plans.write_text(json.dumps({"configurations": {"3d_fullres": {"architecture": arch}}}))
+    net = {**load_model_config("nnunet").net, "plans": str(plans)}
+    grid = input_grid(net)
+    assert grid.multiple == (2, 4, 4) and str(plans) in grid.derivation
+
+
+def test_a_single_point_names_the_roi_and_the_stride():
+    with pytest.raises(ConfigError) as info:
+        check_point(_compose("model=tiny_swinunetr", "inference.roi_size=[48,64,64]"))
+    message = str(info.value)
+    assert message.startswith("inference.roi_size=[48, 64, 64] does not fit model=tiny_swinunetr")
+    assert "total stride [32, 32, 32]" in message and "[64, 64, 64]" in message
+    with pytest.raises(ConfigError, match=r"model.patch_size=\[32, 32, 32\] \(the ROI while"):
+        check_point(_compose("model=tiny_stunet", "model.patch_size=[32,32,32]"))
+    assert check_point(_compose("inference.roi_size=[32,32,48]")).inference.roi_size == [32, 32, 48]
+
+
+def test_a_sweep_names_each_point_whose_roi_does_not_fit():
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        overrides = ["experiment=smoke", "inference.roi_size=[32,32,32]"]
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+        with pytest.raises(SweepError) as info:
+            check_sweep(cfg, "config")
+    message = str(info.value)
+    assert message.startswith("9 of 18 sweep points cannot run")  # the SwinUNETR half
+    assert "model=tiny_swinunetr precision=w4a4 granularity=adaptive" in message
+    assert "model=tiny_nnunet" not in message
+    assert "1x1x1 voxel bottleneck at the total stride [32, 32, 32]" in message
