@@ -25,6 +25,7 @@ from benchmark.data.errors import (
     SplitError,
     UnknownLabelError,
 )
+from benchmark.data.integrity import DatasetIntegrityError, verify_dataset
 from benchmark.data.patches import calibration_patches
 from benchmark.data.phantom import generate_phantom
 from benchmark.data.phantom_anatomy import PHANTOM_LABELS
@@ -35,6 +36,7 @@ __all__ = [
     "DataConfig",
     "DataConfigError",
     "DatasetError",
+    "DatasetIntegrityError",
     "DatasetJsonError",
     "DatasetNotFoundError",
     "EmptyDatasetError",
@@ -51,4 +53,5 @@ __all__ = [
     "generate_colin27",
     "generate_phantom",
     "open_dataset",
+    "verify_dataset",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from benchmark.data.errors import DatasetError
+from benchmark.cli import run_cli
 from benchmark.data.integrity import summary_line, verify_dataset
 
 __all__ = ["main"]
@@ -42,11 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     verify.add_argument("--workers", type=int, default=None, help="reading threads (default 4)")
     args = parser.parse_args(argv)
-    try:
-        report = verify_dataset(args.root, args.format, args.cache_dir, args.force, args.workers)
-    except DatasetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    report = verify_dataset(args.root, args.format, args.cache_dir, args.force, args.workers)
     if not report.ok:
         print(f"error: {report.error()}", file=sys.stderr)
         return 1
@@ -55,4 +51,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -13,6 +13,7 @@ changed. ``python -m benchmark.data verify ROOT`` runs the same check from the s
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
@@ -82,7 +83,7 @@ class IntegrityReport:
             lines.append(f"  ... and {len(self.problems) - _MAX_LISTED} more")
         head = (
             f"{len(self.problems)} of {self.n_cases} cases of {self.root} fail the integrity "
-            "check; fix them and run again (python -m benchmark.data verify ROOT checks only)"
+            f"check; fix them, then `python -m benchmark.data verify {self.root}` checks again"
         )
         return kind("\n".join([head, *lines]))
 
@@ -115,9 +116,18 @@ def dataset_layout(folder: Path) -> str | None:
 
 
 def _voxels(path: Path) -> np.ndarray:
-    """All voxel values of a NIfTI file; any failure (truncation, bad compression) named."""
+    """All voxel values of a NIfTI file; any failure (truncation, bad compression) named.
+
+    A ``.gz`` file is first decompressed to its end, where gzip's CRC-32 is checked: nibabel
+    stops once it has the voxels, so damaged compressed data could otherwise load as wrong
+    values without any error.
+    """
     image = read_header(path)
     try:
+        if path.name.endswith(".gz"):
+            with gzip.open(path, "rb") as stream:
+                while stream.read(1 << 24):
+                    pass
         return np.asanyarray(image.dataobj)
     except Exception as exc:  # zlib, EOFError, ValueError ...: the file cannot be read to the end
         reason = " ".join(str(exc).split())  # nibabel's messages span lines

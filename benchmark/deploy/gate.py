@@ -11,7 +11,9 @@ A candidate is accepted when all of these hold on the test cases:
 3. batch-size consistency: the same patches give the same argmax at every batch size (a
    deployed service batches requests as load allows; a model whose answer depends on its
    neighbours in the batch, e.g. dynamic quantization with a batch-wide activation range, is
-   not deployable as such).
+   not deployable as such);
+4. voxel agreement: the mean fraction of voxels whose class equals the FP32 prediction's is at
+   least ``min_agreement`` (when measured).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class GateDecision:
         worst_class: class with the largest relative drop; ``worst_class_rel_drop`` its drop.
         batch_consistent: outcome of the batch-size check.
         reasons: why it was rejected (empty when accepted).
+        voxel_agreement: mean fraction of voxels with the FP32 class (NaN: not measured).
     """
 
     accepted: bool
@@ -73,6 +76,7 @@ class GateDecision:
     worst_class_rel_drop: float
     batch_consistent: bool
     reasons: tuple[str, ...]
+    voxel_agreement: float = float("nan")
 
     @property
     def deployed(self) -> str:
@@ -140,6 +144,8 @@ def decide(
     tolerance_rel: float = 0.01,
     per_class_worst_drop: float = 0.03,
     batch: BatchConsistency | bool = True,
+    voxel_agreement: float = float("nan"),
+    min_agreement: float = 0.0,
 ) -> GateDecision:
     """Apply the gate to per-class mean DSC values.
 
@@ -149,6 +155,8 @@ def decide(
         tolerance_rel: limit on the relative drop of the mean foreground DSC (0.01 = 1 %).
         per_class_worst_drop: limit on any single class's relative drop.
         batch: batch-consistency outcome (or a plain bool).
+        voxel_agreement: mean fraction of voxels with the FP32 class (NaN: not checked).
+        min_agreement: smallest accepted ``voxel_agreement``.
 
     Returns:
         The :class:`GateDecision`.
@@ -191,6 +199,8 @@ def decide(
             else ""
         )
         reasons.append(f"predictions depend on the batch size{detail}")
+    if np.isfinite(voxel_agreement) and voxel_agreement < min_agreement:
+        reasons.append(f"voxel agreement with FP32 {voxel_agreement:.3%} < {min_agreement:.3%}")
     return GateDecision(
         accepted=not reasons,
         mean_dsc=mean_c,
@@ -200,4 +210,5 @@ def decide(
         worst_class_rel_drop=float("nan") if worst is None else float(drops[worst]),
         batch_consistent=consistent,
         reasons=tuple(reasons),
+        voxel_agreement=float(voxel_agreement),
     )

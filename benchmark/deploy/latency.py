@@ -18,7 +18,7 @@ import contextlib
 import os
 import platform
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from benchmark.deploy.session import run_session
 __all__ = [
     "LatencyStats",
     "measure_latency",
+    "interleaved_latency",
     "session_latency",
     "torch_latency",
     "hardware_info",
@@ -99,18 +100,59 @@ def measure_latency(
         start = time.perf_counter_ns()
         call()
         times_ms[i] = (time.perf_counter_ns() - start) / 1e6
+    return _stats(times_ms, batch_size, warmup)
+
+
+def _stats(times_ms: np.ndarray, batch_size: int, warmup: int) -> LatencyStats:
     mean_ms = float(times_ms.mean())
     p50, p90, p99 = (float(v) for v in np.percentile(times_ms, [50, 90, 99]))
     return LatencyStats(
         batch_size=batch_size,
         warmup=warmup,
-        runs=runs,
+        runs=len(times_ms),
         mean_ms=mean_ms,
         p50_ms=p50,
         p90_ms=p90,
         p99_ms=p99,
         throughput=batch_size * 1000.0 / mean_ms,
     )
+
+
+def interleaved_latency(
+    calls: Mapping[str, Callable[[], object]],
+    batch_size: int,
+    warmup: int = 5,
+    runs: int = 50,
+    rounds: int = 5,
+) -> dict[str, LatencyStats]:
+    """Time several backends in turn, so that a change of machine load hits them all alike.
+
+    Every call gets ``warmup`` untimed runs first; then ``rounds`` rounds each time
+    ``runs / rounds`` calls of every backend in order (at least one per round), and the
+    statistics are taken over all of a backend's timed calls. On a machine shared with other
+    work this keeps ratios between backends honest where timing one backend after the other
+    would compare different load phases.
+
+    Returns:
+        Backend name -> :class:`LatencyStats`, in the order of ``calls``.
+    """
+    if runs < 1 or warmup < 0 or batch_size < 1 or rounds < 1:
+        raise ValueError(
+            f"need runs >= 1, warmup >= 0, batch_size >= 1, rounds >= 1; got {runs}, {warmup}, "
+            f"{batch_size}, {rounds}"
+        )
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    per_round = [runs // rounds + (1 if r < runs % rounds else 0) for r in range(rounds)]
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for n in (k for k in per_round if k > 0):
+        for name, call in calls.items():
+            for _ in range(n):
+                start = time.perf_counter_ns()
+                call()
+                times[name].append((time.perf_counter_ns() - start) / 1e6)
+    return {name: _stats(np.asarray(t), batch_size, warmup) for name, t in times.items()}
 
 
 def session_latency(

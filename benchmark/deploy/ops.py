@@ -20,6 +20,7 @@ import pandas as pd
 from benchmark.deploy.session import make_session
 
 __all__ = [
+    "executed_int8_layers",
     "INTEGER_OPS",
     "FLOAT_COMPUTE_OPS",
     "QUANTIZE_OPS",
@@ -58,8 +59,22 @@ FLOAT_COMPUTE_OPS = frozenset(
 QUANTIZE_OPS = frozenset(
     {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ReorderInput", "ReorderOutput"}
 )
+#: Convolution kernels of every runtime (ONNX Runtime ops, OpenVINO layer types, torch modules);
+#: OpenVINO and torch op types carry their precision after a colon (``Convolution:I8``).
 _CONV_LIKE = frozenset(
-    {"Conv", "FusedConv", "ConvTranspose", "QLinearConv", "ConvInteger", "QLinearConvTranspose"}
+    {
+        "Conv",
+        "FusedConv",
+        "ConvTranspose",
+        "QLinearConv",
+        "ConvInteger",
+        "QLinearConvTranspose",
+        "Convolution",
+        "Deconvolution",
+        "GroupConvolution",
+        "Conv3d",
+        "ConvTranspose3d",
+    }
 )
 
 
@@ -107,7 +122,7 @@ def optimized_op_counts(
 
 
 def integer_kernel_summary(counts: pd.DataFrame) -> dict[str, float]:
-    """Totals of an :func:`optimized_op_counts` table.
+    """Totals of an :func:`optimized_op_counts` table (or an OpenVINO/torch one of the same form).
 
     Returns:
         ``integer_ops`` (integer kernels), ``float_compute_ops`` (float Conv/MatMul/...),
@@ -115,7 +130,7 @@ def integer_kernel_summary(counts: pd.DataFrame) -> dict[str, float]:
         ``integer_conv_fraction`` = integer convolutions / all convolutions (NaN if none).
     """
     by_kind = counts.groupby("kind")["count"].sum()
-    conv = counts[counts["op_type"].isin(_CONV_LIKE)]
+    conv = counts[counts["op_type"].str.split(":").str[0].isin(_CONV_LIKE)]
     conv_total = int(conv["count"].sum())
     conv_int = int(conv.loc[conv["kind"] == "integer", "count"].sum())
     return {
@@ -125,3 +140,25 @@ def integer_kernel_summary(counts: pd.DataFrame) -> dict[str, float]:
         "conv_ops": float(conv_total),
         "integer_conv_fraction": conv_int / conv_total if conv_total else float("nan"),
     }
+
+
+def executed_int8_layers(optimized_path: str | Path, layers: Sequence[str]) -> dict[str, bool]:
+    """Whether each source convolution node runs in an integer kernel in the optimized graph.
+
+    ONNX Runtime names a fused node after the node it replaces (``node_conv3d_2`` ->
+    ``node_conv3d_2_token_9``); a source node counts as integer when a node of that name, or
+    that name followed by a non-numeric suffix, is an integer kernel.
+    """
+    graph = onnx.load(str(optimized_path), load_external_data=False).graph
+    executed = [(n.name, n.op_type) for n in graph.node]
+    found = {}
+    for layer in layers:
+        kinds = [
+            op_kind(op)
+            for name, op in executed
+            if (name == layer or name.startswith(layer + "_"))
+            and not name[len(layer) + 1 : len(layer) + 2].isdigit()
+            and op_kind(op) in ("integer", "float_compute")
+        ]
+        found[layer] = bool(kinds) and kinds[0] == "integer"
+    return found

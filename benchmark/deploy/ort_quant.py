@@ -162,6 +162,7 @@ def quantize_static_onnx(
     per_channel: bool = True,
     activation_symmetric: bool = False,
     op_types: Sequence[str] = ("Conv", "ConvTranspose", "MatMul", "Gemm"),
+    nodes_to_exclude: Sequence[str] = (),
 ) -> Path:
     """Static W8A8 QDQ model with calibrated activation ranges.
 
@@ -176,6 +177,9 @@ def quantize_static_onnx(
         activation_symmetric: signed INT8 activations with zero point 0; otherwise unsigned
             INT8 with a calibrated zero point (ONNX Runtime's CPU default).
         op_types: ONNX op types whose inputs, weights and outputs are quantized.
+        nodes_to_exclude: node names left in float (a layer policy's choice, see
+            :mod:`.layer_policy`); names are those of ``fp32_path``, which the pre-processing
+            keeps.
 
     Returns:
         ``out_path``.
@@ -199,6 +203,7 @@ def quantize_static_onnx(
             activation_type=QuantType.QInt8 if activation_symmetric else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=method,
+            nodes_to_exclude=list(nodes_to_exclude),
             extra_options=options,
         )
     pre.unlink(missing_ok=True)

@@ -1,26 +1,29 @@
-"""One deployment run: export -> real INT8 -> operator report -> latency -> agreement -> gate.
+"""One deployment run: build backends -> operator report -> latency -> agreement -> gate -> selector.
 
 ``run_deploy(cfg)`` takes the same composed config as an evaluation run (model, data, precision,
 granularity, observer, calibration, inference, evaluation) plus the ``deploy`` group
 (:class:`~benchmark.deploy.config.DeployConfig`) and returns tidy rows (:mod:`.rows`); the
 caller writes them with :mod:`benchmark.results`. Side files (ONNX models, the optimized graphs,
-``ops.csv``, ``gate.json``, ``export.json``, ``hardware.json``) go to ``deploy.work_dir`` or
-``<results>/<experiment>/runs/<run_id>_deploy/``.
+``ops.csv``, ``gate.json``, ``export.json``, ``hardware.json``, ``selector.json``) go to
+``deploy.work_dir`` or ``<results>/<experiment>/runs/<run_id>_deploy/``.
 
 Backends: ``torch_fp32`` (the checkpoint), ``torch_fakequant`` (``benchmark.quant`` simulation of
-the same spec, scored only), ``ort_fp32`` (the export), ``ort_int8_static`` (QDQ, calibrated on
-the fake-quant run's patches), ``ort_int8_dynamic``, and ``ort_fp16`` when a GPU provider exists.
+the same spec, scored only) and every available name of ``deploy.backends``
+(:mod:`.backends`), INT8 ones under ``deploy.layer_policy`` (:mod:`.build`); the other
+``deploy.compare_policies`` are timed at batch 1 beside them (:mod:`.measure`). Every backend
+but ``ort_fp32`` is gated against ``torch_fp32``; the fastest accepted INT8 backend is then
+served through the run-time selector with ``ort_fp32`` as its fallback (:mod:`.selector`).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -28,27 +31,16 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from benchmark.deploy.agreement import agreement_rows, predict_case_labels
+from benchmark.deploy.backends import BACKENDS, load_predictor
+from benchmark.deploy.build import Builds, build_backends
 from benchmark.deploy.config import DeployConfig
-from benchmark.deploy.export import export_checked, load_registry_model
+from benchmark.deploy.export import load_registry_model
 from benchmark.deploy.gate import check_batch_consistency, decide
-from benchmark.deploy.latency import hardware_info, session_latency, size_mb, torch_latency
-from benchmark.deploy.ops import integer_kernel_summary, optimized_op_counts
-from benchmark.deploy.ort_quant import (
-    calibrate_method_for,
-    convert_fp16_onnx,
-    quantize_dynamic_onnx,
-    quantize_static_onnx,
-)
-from benchmark.deploy.profile import profile_op_times
-from benchmark.deploy.rows import (
-    gate_rows,
-    latency_rows,
-    op_rows,
-    op_time_rows,
-    size_row,
-    to_frame,
-)
-from benchmark.deploy.session import OrtSegmenter, gpu_provider, make_session, run_session
+from benchmark.deploy.latency import hardware_info
+from benchmark.deploy.measure import latency_report, operator_report, policy_report
+from benchmark.deploy.rows import gate_rows, to_frame
+from benchmark.deploy.selector import FallbackSelector
+from benchmark.deploy.session import ArraySegmenter
 from benchmark.deploy.summary import format_summary
 from benchmark.pipeline.sources import folder_model_kind
 
@@ -153,7 +145,7 @@ def prepare(cfg: DictConfig) -> DeployRun:
 
 
 def run_deploy(cfg: DictConfig) -> pd.DataFrame:
-    """Export, quantize with ONNX Runtime, time, score and gate one configuration.
+    """Build, time, score, gate and serve every requested backend for one configuration.
 
     Args:
         cfg: composed config with ``task=deploy`` (see the module docstring).
@@ -163,29 +155,39 @@ def run_deploy(cfg: DictConfig) -> pd.DataFrame:
     """
     run = prepare(cfg)
     progress = bool(OmegaConf.select(run.cfg, "run.progress", default=True))
-    stages = tqdm(total=5, desc=f"deploy {run.cfg.model.name}", disable=not progress, unit="step")
+    stages = tqdm(total=7, desc=f"deploy {run.cfg.model.name}", disable=not progress, unit="step")
     rows: list[dict[str, Any]] = []
 
-    stages.set_postfix_str("export + quantize")
-    paths, build_rows = _build_backends(run)
-    rows += build_rows
+    stages.set_postfix_str("export + build")
+    builds = build_backends(run)
+    rows += builds.rows
+    run.notes.update({n: v.note for n, v in builds.deployed.items() if v.note})
+    predictors = {
+        name: load_predictor(name, v.artefact, run.deploy.threads)
+        for name, v in builds.deployed.items()
+    }
+    (run.work_dir / "hardware.json").write_text(json.dumps(hardware_info(), indent=2))
     stages.update()
-
-    stages.set_postfix_str("operator report")
-    rows += _operator_report(run, paths)
-    stages.update()
-
-    stages.set_postfix_str("latency")
-    rows += _latency(run, paths)
-    stages.update()
+    for label, step in (
+        ("operator report", operator_report),
+        ("latency", latency_report),
+        ("layer policies", policy_report),
+    ):
+        stages.set_postfix_str(label)
+        rows += step(run, builds, predictors)
+        stages.update()
 
     stages.set_postfix_str("agreement")
-    agreement = _agreement(run, paths, progress)
+    agreement = _agreement(run, predictors, progress)
     rows += agreement
     stages.update()
 
     stages.set_postfix_str("gate")
-    rows += _gate(run, paths, agreement)
+    rows += _gate(run, predictors, agreement)
+    stages.update()
+
+    stages.set_postfix_str("selector")
+    rows += _selector(run, builds, rows)
     stages.update()
     stages.close()
     for row in rows:
@@ -198,110 +200,6 @@ def run_deploy(cfg: DictConfig) -> pd.DataFrame:
     return frame
 
 
-def _build_backends(run: DeployRun) -> tuple[dict[str, Path], list[dict[str, Any]]]:
-    """Export the FP32 model and build the quantized ONNX models the config asks for."""
-    d = run.deploy
-    check = export_checked(
-        run.model,
-        run.work_dir / "fp32.onnx",
-        in_channels=run.dataset.in_channels,
-        roi_size=run.roi_size,
-        exporter=d.exporter,
-        opset=d.opset,
-        providers=d.providers,
-    )
-    (run.work_dir / "export.json").write_text(json.dumps(asdict(check), default=str, indent=2))
-    paths = {"ort_fp32": check.path}
-    rows = [{"backend": "ort_fp32", "metric": "export_max_abs_diff", "value": check.max_abs_diff}]
-    if run.spec.precision == "w8a8":
-        if d.static:
-            method, extra = calibrate_method_for(
-                run.spec.observer,
-                d.calibrate_method,
-                percentile=run.spec.percentile,
-                averaging_constant=run.spec.averaging_constant,
-            )
-            paths["ort_int8_static"] = quantize_static_onnx(
-                check.path,
-                run.work_dir / "int8_static.onnx",
-                run.batches,
-                method=method,
-                extra_options=extra,
-                per_channel=d.per_channel,
-                activation_symmetric=run.spec.act_mapping == "symmetric",
-                op_types=d.op_types_to_quantize,
-            )
-            act = "int8 symmetric" if run.spec.act_mapping == "symmetric" else "uint8 asymmetric"
-            run.notes["ort_int8_static"] = (
-                f"QDQ static, calibrate={method.name} {extra or ''}, weights int8 symmetric "
-                f"{'per-channel' if d.per_channel else 'per-tensor'}, activations {act} per-tensor"
-            )
-        if d.dynamic:
-            run.notes["ort_int8_dynamic"] = "dynamic: int8 weights, activation ranges per call"
-            paths["ort_int8_dynamic"] = quantize_dynamic_onnx(
-                check.path,
-                run.work_dir / "int8_dynamic.onnx",
-                per_channel=d.per_channel,
-                op_types=d.op_types_to_quantize,
-            )
-    if d.fp16:
-        if gpu_provider(d.providers) is not None:
-            paths["ort_fp16"] = convert_fp16_onnx(check.path, run.work_dir / "fp16.onnx")
-        else:
-            reason = f"skipped: no GPU execution provider among {d.providers} in this onnxruntime"
-            rows.append(
-                {"backend": "ort_fp16", "metric": "backend_available", "value": 0.0, "note": reason}
-            )
-    return paths, rows
-
-
-def _providers_for(run: DeployRun, backend: str) -> list[str]:
-    gpu = gpu_provider(run.deploy.providers)
-    return [gpu] if backend == "ort_fp16" and gpu else list(run.deploy.providers)
-
-
-def _operator_report(run: DeployRun, paths: dict[str, Path]) -> list[dict[str, Any]]:
-    rows, tables = [], []
-    shape = (run.dataset.in_channels, *run.roi_size)
-    for backend, path in paths.items():
-        providers = _providers_for(run, backend)
-        counts = optimized_op_counts(
-            path, providers, threads=1, save_to=path.with_suffix(".optimized.onnx")
-        )
-        rows += op_rows(backend, counts, integer_kernel_summary(counts), providers[0])
-        times = profile_op_times(path, shape, providers, threads=run.deploy.threads)
-        rows += op_time_rows(backend, times, providers[0])
-        tables.append(
-            counts.merge(times, on="op_type", how="outer").assign(
-                backend=backend, provider=providers[0]
-            )
-        )
-    pd.concat(tables).to_csv(run.work_dir / "ops.csv", index=False)
-    return rows
-
-
-def _latency(run: DeployRun, paths: dict[str, Path]) -> list[dict[str, Any]]:
-    d = run.deploy
-    shape = (run.dataset.in_channels, *run.roi_size)
-    hw = hardware_info()
-    hardware = f"{hw['cpu']} ({hw['cpu_cores']} cores usable); onnxruntime {hw['onnxruntime']}"
-    (run.work_dir / "hardware.json").write_text(json.dumps(hw, indent=2))
-    buffer = io.BytesIO()
-    torch.save(run.model.state_dict(), buffer)
-    rows = [size_row("torch_fp32", buffer.getbuffer().nbytes / 1e6)]
-    for b in d.batch_sizes:
-        stats = torch_latency(run.model, shape, int(b), d.warmup, d.runs, threads=d.threads)
-        rows += latency_rows("torch_fp32", stats, "torch-cpu", d.threads, hardware)
-    for backend, path in paths.items():
-        rows.append(size_row(backend, size_mb(path)))
-        providers = _providers_for(run, backend)
-        session = make_session(path, providers, threads=d.threads)
-        for b in d.batch_sizes:
-            stats = session_latency(session, shape, int(b), d.warmup, d.runs)
-            rows += latency_rows(backend, stats, session.get_providers()[0], d.threads, hardware)
-    return rows
-
-
 def _fake_quant_model(run: DeployRun) -> nn.Module | None:
     from benchmark.quant import calibrate, quantize
 
@@ -312,15 +210,15 @@ def _fake_quant_model(run: DeployRun) -> nn.Module | None:
     return qmodel.eval()
 
 
-def _agreement(run: DeployRun, paths: dict[str, Path], progress: bool) -> list[dict[str, Any]]:
+def _agreement(run: DeployRun, predictors: dict[str, Any], progress: bool) -> list[dict[str, Any]]:
     cfg = run.cfg
-    predictors: dict[str, nn.Module] = {"torch_fp32": run.model}
+    nets: dict[str, nn.Module] = {"torch_fp32": run.model}
     fake = _fake_quant_model(run)
     if fake is not None:
-        predictors["torch_fakequant"] = fake
-    for backend, path in paths.items():
-        session = make_session(path, _providers_for(run, backend), threads=run.deploy.threads)
-        predictors[backend] = OrtSegmenter(session)
+        nets["torch_fakequant"] = fake
+    for backend, predict in predictors.items():
+        if backend != "torch_fp32":
+            nets[backend] = ArraySegmenter(predict)
     labels = sorted(c for c in run.dataset.labels if c != 0)
     rows = []
     for case_id in tqdm(run.case_ids, desc="cases", disable=not progress, leave=False):
@@ -329,7 +227,7 @@ def _agreement(run: DeployRun, paths: dict[str, Path], progress: bool) -> list[d
             name: predict_case_labels(
                 net, case, run.roi_size, cfg.inference.overlap, cfg.inference.sw_batch_size
             )
-            for name, net in predictors.items()
+            for name, net in nets.items()
         }
         for row in agreement_rows(
             case_id,
@@ -349,11 +247,13 @@ def _agreement(run: DeployRun, paths: dict[str, Path], progress: bool) -> list[d
 
 
 def _gate(
-    run: DeployRun, paths: dict[str, Path], agreement: list[dict[str, Any]]
+    run: DeployRun, predictors: dict[str, Any], agreement: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
+    """Gate every backend but the references against ``torch_fp32`` on the scored cases."""
     d = run.deploy
     frame = pd.DataFrame(agreement)
     dsc = frame[frame["metric"] == "dsc"].groupby(["backend", "class"])["value"].mean()
+    voxels = frame[frame["metric"] == "voxel_agreement_vs_fp32"].groupby("backend")["value"].mean()
 
     def per_class(backend: str) -> dict[int, float]:
         return {int(c): float(v) for c, v in dsc.loc[backend].items()}
@@ -361,20 +261,74 @@ def _gate(
     baseline = per_class("torch_fp32")
     patches = torch.cat(run.batches).numpy()
     rows, record = [], {}
-    for backend, path in paths.items():
-        if backend == "ort_fp32":
+    for backend, predict in predictors.items():
+        if backend in ("ort_fp32", "torch_fp32"):
             continue
-        session = make_session(path, _providers_for(run, backend), threads=d.threads)
         batch = check_batch_consistency(
-            lambda x, s=session: run_session(s, x),
-            patches,
-            d.consistency_batch_sizes,
-            d.consistency_max_mismatch,
+            predict, patches, d.consistency_batch_sizes, d.consistency_max_mismatch
         )
         decision = decide(
-            per_class(backend), baseline, d.tolerance_rel, d.per_class_worst_drop, batch
+            per_class(backend),
+            baseline,
+            d.tolerance_rel,
+            d.per_class_worst_drop,
+            batch,
+            voxel_agreement=float(voxels.get(backend, float("nan"))),
+            min_agreement=d.min_voxel_agreement,
         )
         rows += gate_rows(backend, decision, batch)
         record[backend] = {"decision": asdict(decision), "batch": asdict(batch)}
     (run.work_dir / "gate.json").write_text(json.dumps(record, indent=2, default=str))
     return rows
+
+
+def _selector(run: DeployRun, builds: Builds, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Serve the fastest accepted INT8 backend through the selector over the calibration
+    patches (validation mode per ``deploy.selector_validate``), with ``ort_fp32`` behind it."""
+    d = run.deploy
+    frame = pd.DataFrame(rows)
+    accepted = set(
+        frame.loc[(frame["metric"] == "gate_accepted") & (frame["value"] == 1), "backend"]
+    )
+    p50 = frame[(frame["metric"] == "latency_p50_ms") & (frame["batch_size"] == 1)]
+    candidates = p50[p50["backend"].isin([b for b in accepted if BACKENDS[b].quantized])]
+    if candidates.empty:
+        return []
+    name = str(candidates.sort_values("value")["backend"].iloc[0])
+    selector = FallbackSelector(
+        lambda: load_predictor(name, builds.deployed[name].artefact, d.threads),
+        lambda: load_predictor("ort_fp32", builds.deployed["ort_fp32"].artefact, d.threads),
+        validate=d.selector_validate,
+        max_disagreement=d.selector_max_disagreement,
+        name=name,
+    )
+    worst = 0.0
+    for patch in torch.cat(run.batches).numpy():
+        selector(patch[None])
+        if np.isfinite(selector.last_disagreement):
+            worst = max(worst, selector.last_disagreement)
+    mode = "validation" if d.selector_validate else "serving"
+    note = f"{name} served with ort_fp32 fallback, {mode} mode, threshold {d.selector_max_disagreement:g}"
+    out = [
+        {"backend": name, "metric": "selector_calls", "value": float(selector.calls), "note": note},
+        {
+            "backend": name,
+            "metric": "selector_int8_calls",
+            "value": float(selector.int8_calls),
+            "note": note,
+        },
+        {"backend": name, "metric": "selector_max_disagreement", "value": worst, "note": note},
+    ]
+    out += [
+        {
+            "backend": name,
+            "metric": "selector_fallback",
+            "value": 1.0,
+            "note": f"{e.reason}: {e.detail}",
+        }
+        for e in selector.events
+    ]
+    events = [asdict(e) for e in selector.events]
+    record = {"backend": name, "mode": mode, "calls": selector.calls, "events": events}
+    (run.work_dir / "selector.json").write_text(json.dumps(record, indent=2))
+    return out

@@ -1,11 +1,12 @@
 """Deployment measurements as tidy result rows (DESIGN.md schema plus deployment columns).
 
 Extra columns, beside the schema's: ``task`` (``deploy``), ``backend`` (``torch_fp32``,
-``torch_fakequant``, ``ort_fp32``, ``ort_int8_static``, ``ort_int8_dynamic``, ``ort_fp16``),
-``reference`` (``label``, ``fp32``, ``fakequant`` for agreement rows), ``batch_size``,
-``provider``, ``threads``, ``hardware`` (latency rows), ``op_type``/``op_kind`` (operator
-report rows) and ``note`` (gate reasons, skipped steps). Rows that are not about a case or class
-(latency, size, operators, gate) leave ``case``/``class`` missing.
+``torch_fakequant`` and the names of ``benchmark.deploy.backends``), ``policy`` (the layer
+policy of an INT8 backend's row), ``layer`` (per-layer rows), ``reference`` (``label``,
+``fp32``, ``fakequant`` for agreement rows), ``batch_size``, ``provider``, ``threads``,
+``hardware`` (latency rows), ``op_type``/``op_kind`` (operator report rows) and ``note`` (gate
+reasons, layer choices, skipped steps, fallback reasons). Rows that are not about a case or
+class (latency, size, operators, gate) leave ``case``/``class`` missing.
 
 Metric ids written here: ``latency_mean_ms``, ``latency_p50_ms``, ``latency_p90_ms``,
 ``latency_p99_ms``, ``throughput`` (patches/s), ``size_mb``, ``export_max_abs_diff``,
@@ -13,7 +14,13 @@ Metric ids written here: ``latency_mean_ms``, ``latency_p50_ms``, ``latency_p90_
 ``float_compute_ops``, ``quantize_ops``, ``conv_ops``, ``integer_conv_fraction``,
 ``gate_accepted`` (1/0), ``batch_consistent`` (1/0), ``batch_mismatch_fraction``,
 ``batch_max_abs_diff``, ``backend_available`` (0 with the reason in ``note`` for a backend that
-was skipped, e.g. FP16 without a GPU provider); agreement metrics come from
+was skipped, e.g. CUDA without a GPU); per layer (``layer``, ``op_type``, ``policy``):
+``layer_int8`` (the policy's choice, reason in ``note``), ``layer_executed_int8`` (an integer
+kernel really runs it), ``layer_float_ms`` / ``layer_int8_ms`` (the layer alone, measured for
+``latency_aware``); per compared policy (batch 1): ``policy_latency_p50_ms``,
+``policy_speedup`` (``ort_fp32`` p50 of the same block / p50), ``policy_int8_conv_fraction``;
+run-time selector: ``selector_int8_calls``, ``selector_calls``, ``selector_fallback`` (1 per
+switch, reason in ``note``), ``selector_max_disagreement``; agreement metrics come from
 :mod:`benchmark.deploy.agreement`.
 """
 
@@ -27,6 +34,7 @@ import pandas as pd
 
 from benchmark.deploy.gate import BatchConsistency, GateDecision
 from benchmark.deploy.latency import LatencyStats
+from benchmark.deploy.layer_policy import LayerChoice
 
 __all__ = [
     "DEPLOY_COLUMNS",
@@ -35,6 +43,7 @@ __all__ = [
     "op_rows",
     "op_time_rows",
     "gate_rows",
+    "layer_rows",
     "to_frame",
 ]
 
@@ -42,6 +51,8 @@ __all__ = [
 DEPLOY_COLUMNS = (
     "task",
     "backend",
+    "policy",
+    "layer",
     "reference",
     "batch_size",
     "provider",
@@ -113,6 +124,35 @@ def op_time_rows(backend: str, times: pd.DataFrame, provider: str) -> list[dict[
         for _, row in times.iterrows()
         for metric, column in (("op_time_ms", "time_ms"), ("op_time_share", "share"))
     ]
+
+
+def layer_rows(
+    backend: str,
+    policy: str | None,
+    choices: Iterable[LayerChoice],
+    executed: Mapping[str, bool] | None,
+) -> list[dict[str, Any]]:
+    """Per layer: the policy's choice, what executes (when known), the measured times."""
+    rows = []
+    for c in choices:
+        common = {"backend": backend, "policy": policy, "layer": c.layer, "op_type": c.shape.op}
+        rows.append({**common, "metric": "layer_int8", "value": float(c.int8), "note": c.reason})
+        if executed is not None and c.layer in executed:
+            ran = executed[c.layer]
+            note = "integer kernel" if ran else "float kernel"
+            if c.int8 and not ran:
+                note = "float kernel: this runtime has no integer kernel for it"
+            rows.append(
+                {**common, "metric": "layer_executed_int8", "value": float(ran), "note": note}
+            )
+        if math.isfinite(c.float_ms):
+            rows.append(
+                {**common, "metric": "layer_float_ms", "value": c.float_ms, "note": c.shape.key}
+            )
+            rows.append(
+                {**common, "metric": "layer_int8_ms", "value": c.int8_ms, "note": c.shape.key}
+            )
+    return rows
 
 
 def gate_rows(

@@ -6,7 +6,7 @@ optimisation level and provider order are the same for FP32 and INT8 and the com
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,8 @@ __all__ = [
     "make_session",
     "run_session",
     "OrtSegmenter",
+    "OrtPredictor",
+    "ArraySegmenter",
     "available_providers",
     "gpu_provider",
     "GPU_PROVIDERS",
@@ -86,20 +88,48 @@ def run_session(session: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
     return out.astype(np.float32, copy=False)
 
 
-class OrtSegmenter(nn.Module):
-    """An ONNX Runtime session behind the ``nn.Module`` call interface.
+class OrtPredictor:
+    """Logits for ``[B, C, *roi]`` numpy inputs from one session built by :func:`make_session`."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        threads: int = 0,
+    ):
+        self.session = make_session(path, providers, threads=threads)
+        self.provider = self.session.get_providers()[0]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return run_session(self.session, x)
+
+
+class ArraySegmenter(nn.Module):
+    """Any numpy predictor (``[B, C, *roi]`` -> logits) behind the ``nn.Module`` call interface.
 
     MONAI's sliding-window inferer (``benchmark.infer.predict_probabilities``) calls its
-    predictor on ``[B, C, *roi]`` patches; wrapping the session lets ONNX models be scored by
-    exactly the same stitching, padding and Gaussian blending as the PyTorch models.
+    predictor on ``[B, C, *roi]`` patches; wrapping a runtime lets ONNX Runtime, OpenVINO and
+    quantized PyTorch models be scored by exactly the same stitching, padding and Gaussian
+    blending as the PyTorch models.
     """
 
-    def __init__(self, session: ort.InferenceSession):
+    def __init__(self, predict: Callable[[np.ndarray], np.ndarray]):
         super().__init__()
-        self.session = session
+        self.predict = predict
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(run_session(self.session, x.detach().cpu().numpy()))
+        return torch.from_numpy(self.predict(x.detach().cpu().numpy()))
+
+    def extra_repr(self) -> str:
+        return f"provider={getattr(self.predict, 'provider', type(self.predict).__name__)}"
+
+
+class OrtSegmenter(ArraySegmenter):
+    """An ONNX Runtime session behind the ``nn.Module`` call interface (see :class:`ArraySegmenter`)."""
+
+    def __init__(self, session: ort.InferenceSession):
+        super().__init__(lambda x: run_session(session, x))
+        self.session = session
 
     def extra_repr(self) -> str:
         return f"providers={self.session.get_providers()}"

@@ -1,12 +1,13 @@
-"""One line per backend from a deployment run's rows: the table printed at the end of a run."""
+"""One line per backend from a deployment run's rows, and one per compared layer policy: the
+tables printed at the end of a run."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["summary_table", "format_summary"]
+__all__ = ["summary_table", "policy_table", "format_summary"]
 
-_AGREEMENT = ("dsc", "nsd", "dsc_vs_fp32", "dsc_vs_fakequant")
+_AGREEMENT = ("dsc", "nsd", "dsc_vs_fp32", "dsc_vs_fakequant", "voxel_agreement_vs_fp32")
 
 
 def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -37,7 +38,8 @@ def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
         ]
         if "ort_fp32" in p50:
             table[f"speedup@b{batch}"] = p50["ort_fp32"] / p50
-    scored = rows[rows["metric"].isin(_AGREEMENT) & rows["class"].notna()]
+    per_case = rows["class"].notna() | (rows["metric"] == "voxel_agreement_vs_fp32")
+    scored = rows[rows["metric"].isin(_AGREEMENT) & per_case]
     means = scored.groupby(["backend", "metric"])["value"].mean().unstack()
     for metric in _AGREEMENT:
         if metric in means:
@@ -52,12 +54,40 @@ def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
     return table.dropna(how="all")
 
 
+def policy_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (backend, layer policy): batch-1 p50, speed-up over ``ort_fp32`` timed in the same
+    block, and the share of convolutions in INT8; empty when no policy was compared."""
+    if "policy" not in rows:
+        return pd.DataFrame()
+    compared = rows[rows["metric"].str.startswith("policy_") & rows["policy"].notna()]
+    if compared.empty:
+        return pd.DataFrame()
+    table = compared.pivot_table(index=["backend", "policy"], columns="metric", values="value")
+    names = {
+        "policy_latency_p50_ms": "p50_ms@b1",
+        "policy_speedup": "speedup@b1",
+        "policy_int8_conv_fraction": "int8_convs",
+    }
+    return table.rename(columns=names)[
+        [c for c in names.values() if c in table.rename(columns=names)]
+    ]
+
+
 def format_summary(rows: pd.DataFrame) -> str:
-    """:func:`summary_table` as fixed-width text, followed by each gate's reasons."""
+    """:func:`summary_table` and :func:`policy_table` as fixed-width text, then each gate's
+    reasons, skipped backends and run-time fallbacks."""
     table = summary_table(rows)
     text = table.to_string(float_format=lambda v: f"{v:.4g}", na_rep="-")
+    policies = policy_table(rows)
+    if not policies.empty:
+        text += "\nlayer policies (batch 1, timed in one block with ort_fp32):\n"
+        text += policies.to_string(float_format=lambda v: f"{v:.4g}", na_rep="-")
     gate = rows[(rows["metric"] == "gate_accepted")]
     lines = [f"  {r.backend}: {r.note}" for r in gate.itertuples() if r.note]
     skipped = rows[rows["metric"] == "backend_available"]
     lines += [f"  {r.backend}: {r.note}" for r in skipped.itertuples()]
+    selector = rows[rows["metric"].isin(["selector_int8_calls", "selector_fallback"])]
+    for r in selector.itertuples():
+        what = "fallback" if r.metric == "selector_fallback" else f"{r.value:.0f} INT8 calls"
+        lines.append(f"  selector {r.backend}: {what} ({r.note})")
     return text + ("\n" + "\n".join(lines) if lines else "")

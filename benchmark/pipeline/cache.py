@@ -51,15 +51,26 @@ def locked(path: str | os.PathLike[str], timeout_s: float | None = None) -> Iter
 
     The lock file is ``<folder>/.locks/<name>.lock``, out of the way of globs over the folder,
     and is removed on release (the ``.locks`` folder stays, so the folder itself is untouched
-    by runs that only check for their results). ``timeout_s=0`` tries once; ``None`` (the
-    default) waits as long as it takes.
+    by runs that only check for their results). Files that killed processes left in the same
+    ``.locks`` folder are removed too. ``timeout_s=0`` tries once; ``None`` (the default)
+    waits as long as it takes.
 
     Raises:
         TimeoutError: another process held the lock for ``timeout_s`` seconds.
     """
     path = Path(path)
-    with file_lock(path.parent / ".locks" / f"{path.name}.lock", timeout_s=timeout_s):
+    lock_path = path.parent / ".locks" / f"{path.name}.lock"
+    with file_lock(lock_path, timeout_s=timeout_s):
         yield
+    _remove_stale(lock_path.parent)
+
+
+def _remove_stale(lock_dir: Path) -> None:
+    """Take and so remove every lock in ``lock_dir`` that no live process holds."""
+    for stale in sorted(lock_dir.glob("*.lock")):
+        with contextlib.suppress(TimeoutError, OSError):  # held: its process is alive
+            with file_lock(stale, timeout_s=0):
+                pass
 
 
 def checkpoint_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -179,10 +179,12 @@ def run_job(
 
     Returns:
         ``{"status": "ok" | "skipped" | "failed", "run_id", "config_hash", "experiment_dir",
-        "rows", "seconds", "error"}`` (also written to ``<output_dir>/status.json``).
+        "rows", "seconds", "error"}`` (also written to ``<output_dir>/status.json``, which
+        says ``running`` meanwhile and ``interrupted`` after Ctrl-C or SIGTERM).
 
     Raises:
         Exception: whatever the run raised, when not ``in_sweep``.
+        KeyboardInterrupt, Terminated: after recording the interruption.
     """
     start = time.perf_counter()
     status: dict[str, Any] = {

@@ -24,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 from benchmark.config import ConfigError, validate
 from benchmark.models.errors import ModelConfigError
 from benchmark.models.stride import input_grid, size_problem
+from benchmark.pipeline.sources import folder_model_kind
 
 __all__ = ["SweepError", "check_input_size", "check_point", "check_sweep", "sweep_jobs"]
 
@@ -88,11 +89,14 @@ def check_point(cfg: DictConfig, in_sweep: bool = False) -> DictConfig:
 
 def check_input_size(cfg: DictConfig) -> None:
     """Check the ROI the network runs on (sliding window, calibration, export) against its
-    total stride, naming both.
+    total stride, naming both. A checkpoint folder that is the model (nnU-Net results folder,
+    MONAI bundle) brings its own network and patch size, so only registry networks are checked.
 
     Raises:
         ConfigError: the ROI is not a size the network accepts (with one that it does).
     """
+    if folder_model_kind(cfg) is not None:
+        return  # the folder's own network and patch size (nnU-Net planned them to fit)
     explicit = cfg.inference.roi_size is not None
     roi = [int(v) for v in (cfg.inference.roi_size if explicit else cfg.model.patch_size)]
     try:

@@ -22,18 +22,58 @@ granularity            tensor                      scale_dims    scale shape
 ``PerToken()``         attention operand [B, h, N, d]  (1, 2)    [1, h, N, 1]
 ``PerVoxel()``         conv activation [B, C, D, H, W]  (2, 3, 4)  [1, 1, D, H, W]
 =====================  ==========================  ============  ===============
+
+Two granularities depend on the operand's layout and are bound to axes by :func:`bind`, the one
+place that turns an operator's layout into concrete axes: ``PerOutputChannel()`` becomes
+``PerAxis(out_axis)`` (0 for Conv/Linear weights, 1 for ConvTranspose weights), and
+``PerBlock()`` becomes ``Blocked(size, reduce_axis)``: blocks of ``size`` consecutive elements
+along the axis an operator sums over (input channels of a conv weight or of an NCDHW input, the
+features of a linear input, ``d`` of Q and K, keys of the attention matrix, tokens of V), the
+block size being set by the number format (32 for OCP MX, 16 for NVFP4, ``K`` for ``wNaM_gK``).
+Block ranges are always computed from the block itself at run time.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Granularity", "PerTensor", "PerAxis", "PerToken", "PerVoxel"]
+__all__ = [
+    "Granularity",
+    "PerTensor",
+    "PerAxis",
+    "PerToken",
+    "PerVoxel",
+    "PerOutputChannel",
+    "PerBlock",
+    "Blocked",
+    "Layout",
+    "bind",
+]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where an operand keeps its output channels and the axis its operator sums over.
+
+    Args:
+        out_axis: output-channel axis of a weight (``None`` for activations).
+        reduce_axis: the summed-over axis (block formats put their blocks along it).
+    """
+
+    out_axis: int | None
+    reduce_axis: int
 
 
 @dataclass(frozen=True)
 class Granularity:
-    """Base class; subclasses define :meth:`static_dims`."""
+    """Base class; subclasses define :meth:`static_dims`.
+
+    ``positional`` granularities (one scale per voxel or token) are dynamic by default
+    (``QuantSpec.position_scales``); ``runtime_only`` ones are always computed per input.
+    """
+
+    positional = False
+    runtime_only = False
 
     def static_dims(self, ndim: int) -> tuple[int, ...]:
         """Dimensions with their own scale when ranges are static (batch dimension reduced)."""
@@ -107,6 +147,8 @@ class PerToken(Granularity):
     sample, so its static form is per tensor.
     """
 
+    positional = True
+
     def static_dims(self, ndim: int) -> tuple[int, ...]:
         return tuple(range(1, ndim - 1))
 
@@ -123,9 +165,76 @@ class PerVoxel(Granularity):
     1x1x1 convolution contracts: the scale can be pulled out of the channel sum exactly.
     """
 
+    positional = True
+
     def static_dims(self, ndim: int) -> tuple[int, ...]:
         return tuple(range(2, ndim))
 
     @property
     def name(self) -> str:
         return "per_voxel"
+
+
+@dataclass(frozen=True)
+class PerOutputChannel(Granularity):
+    """One scale per output channel of a weight; :func:`bind` turns it into ``PerAxis``."""
+
+    def static_dims(self, ndim: int) -> tuple[int, ...]:
+        raise TypeError("PerOutputChannel() must be bound to a weight layout with bind()")
+
+    @property
+    def name(self) -> str:
+        return "per_output_channel"
+
+
+@dataclass(frozen=True)
+class PerBlock(Granularity):
+    """Block scales of the size the number format sets; :func:`bind` makes it ``Blocked``."""
+
+    def static_dims(self, ndim: int) -> tuple[int, ...]:
+        raise TypeError("PerBlock() must be bound to a layout and block size with bind()")
+
+    @property
+    def name(self) -> str:
+        return "per_block"
+
+
+@dataclass(frozen=True)
+class Blocked(Granularity):
+    """One scale per ``size`` consecutive elements along ``axis`` (the last block may be short).
+
+    Args:
+        size: elements per block.
+        axis: the blocked axis; negative values count from the end.
+    """
+
+    size: int
+    axis: int
+
+    positional = True
+    runtime_only = True
+
+    def static_dims(self, ndim: int) -> tuple[int, ...]:
+        raise TypeError("Blocked scales are not a set of kept dims; use benchmark.quant.blocks")
+
+    @property
+    def name(self) -> str:
+        return f"block{self.size}_axis{self.axis}"
+
+
+
+def bind(granularity: Granularity, layout: Layout, block_size: int | None = None) -> Granularity:
+    """The concrete granularity of one operand (the only place a layout becomes axes).
+
+    Raises:
+        ValueError: ``PerOutputChannel`` on an activation, or ``PerBlock`` without a block size.
+    """
+    if isinstance(granularity, PerOutputChannel):
+        if layout.out_axis is None:
+            raise ValueError("PerOutputChannel() applies to weights only")
+        return PerAxis(layout.out_axis)
+    if isinstance(granularity, PerBlock):
+        if block_size is None:
+            raise ValueError("PerBlock() needs a block precision (mxfp4, nvfp4, w4a4_g32, ...)")
+        return Blocked(block_size, layout.reduce_axis)
+    return granularity

@@ -6,9 +6,11 @@ import gzip
 import json
 import os
 
+import nibabel as nib
 import numpy as np
 import pytest
 
+from benchmark.cli import run_cli
 from benchmark.data import ImageReadError, UnknownLabelError, open_dataset
 from benchmark.data.__main__ import main
 from benchmark.data.integrity import (
@@ -51,6 +53,16 @@ def test_truncated_and_non_finite_images_are_found(tiny_nnunet, kit):
     with pytest.raises(DatasetIntegrityError) as err:  # two kinds of problem: the common type
         open_dataset(kit.nnunet_cfg(tiny_nnunet))
     assert "2 of 6 cases" in str(err.value) and "tiny_tr03_0000.nii.gz holds NaN" in str(err.value)
+
+
+def test_a_damaged_gzip_checksum_is_found_although_the_voxels_load(tiny_nnunet, kit):
+    path = tiny_nnunet / "labelsTr" / "tiny_tr04.nii.gz"
+    data = bytearray(path.read_bytes())
+    data[-8] ^= 0xFF  # the CRC-32 of the gzip trailer: nibabel never reads it
+    path.write_bytes(bytes(data))
+    assert np.asanyarray(nib.load(path).dataobj).shape == SHAPE
+    with pytest.raises(ImageReadError, match=r"tiny_tr04\.nii\.gz.*CRC check failed"):
+        open_dataset(kit.nnunet_cfg(tiny_nnunet))
 
 
 def test_passing_cases_are_not_read_again_until_their_files_change(tiny_nnunet, kit):
@@ -102,5 +114,6 @@ def test_command_line(tiny_nnunet, kit, capsys):
     assert main(["verify", str(tiny_nnunet)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: 1 of 6 cases") and "tiny_tr00.nii.gz holds values [4]" in err
-    assert main(["verify", str(tiny_nnunet.parent / "nowhere")]) == 1
-    assert "does not exist" in capsys.readouterr().err
+    assert run_cli(lambda: main(["verify", str(tiny_nnunet.parent / "nowhere")])) == 1
+    err = capsys.readouterr().err
+    assert "does not exist" in err and len(err.strip().splitlines()) == 1

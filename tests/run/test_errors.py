@@ -3,6 +3,7 @@ checked against the network's total stride before any work."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -23,7 +24,7 @@ from benchmark.config import ConfigError, bits
 from benchmark.models import build_model, load_model_config
 from benchmark.models.stride import input_grid, size_problem
 from benchmark.pipeline.job import task_function
-from benchmark.pipeline.preflight import SweepError, check_point, check_sweep
+from benchmark.pipeline.preflight import SweepError, check_input_size, check_point, check_sweep
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
@@ -148,6 +149,16 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     assert process.returncode == 130, err
     assert "Traceback" not in out + err and "KeyboardInterrupt" not in err
     assert err.splitlines()[-1].startswith("interrupted: finished runs are kept")
+
+
+@pytest.mark.parametrize("command", ["benchmark.report", "benchmark.plots"])
+def test_a_file_that_is_not_parquet_is_one_line(tmp_path, capsys, command):
+    main = importlib.import_module(f"{command}.__main__").main
+    bad = tmp_path / "results.parquet"
+    bad.write_text("experiment,model\nsmoke,tiny_nnunet\n")  # a CSV under the wrong name
+    assert run_cli(lambda: main([str(bad)])) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [err.rstrip("\n")] and err.startswith(f"error: {bad} is not a")
 
 
 # --- benchmark.cli ----------------------------------------------------------------------------
@@ -281,3 +292,12 @@ def test_a_sweep_names_each_point_whose_roi_does_not_fit():
     assert "model=tiny_swinunetr precision=w4a4 granularity=adaptive" in message
     assert "model=tiny_nnunet" not in message
     assert "1x1x1 voxel bottleneck at the total stride [32, 32, 32]" in message
+
+
+def test_a_folder_that_is_the_model_brings_its_own_patch_size(tmp_path):
+    """An nnU-Net results folder's network comes from its plans.json, not from model.net."""
+    (tmp_path / "plans.json").write_text("{}")
+    registry_point = _compose("model.patch_size=[7,7,7]")
+    with pytest.raises(ConfigError, match="model.patch_size=\\[7, 7, 7\\]"):
+        check_input_size(registry_point)
+    check_input_size(_compose("model.patch_size=[7,7,7]", f"model.checkpoint={tmp_path}"))

@@ -23,8 +23,8 @@ from hydra import compose, initialize_config_dir
 import benchmark.config  # noqa: F401  (registers the schemas)
 from benchmark.config import ConfigError
 from benchmark.data.cache import file_lock
+from benchmark.pipeline import cache, run_job
 from benchmark.pipeline import job as job_module
-from benchmark.pipeline import run_job
 from benchmark.pipeline.summary import fp32_baseline, fp32_command
 from benchmark.results import run_path
 
@@ -217,3 +217,16 @@ def test_file_lock_excludes_and_removes_its_file(tmp_path):
             with file_lock(path, timeout_s=0):
                 pass
     assert not path.exists()
+
+
+def test_locks_left_by_killed_processes_are_removed_by_the_next_user(tmp_path):
+    entry = tmp_path / "ranges" / "a.pt"
+    stale = tmp_path / "ranges" / ".locks" / "b.pt.lock"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("")  # what a SIGKILLed holder leaves: the file, no flock
+    held = tmp_path / "ranges" / ".locks" / "c.pt.lock"
+    with file_lock(held):  # a live holder
+        with cache.locked(entry):
+            assert (tmp_path / "ranges" / ".locks" / "a.pt.lock").is_file()
+        assert not stale.exists() and held.exists()
+    assert sorted(p.name for p in stale.parent.iterdir()) == []
