@@ -25,6 +25,8 @@ from benchmark.data.config import DataConfig
 from benchmark.deploy.config import DeployConfig
 from benchmark.models.nnunet_folder import is_nnunet_folder
 from benchmark.models.registry import CHECKPOINT_FORMATS, FAMILIES
+from benchmark.quant import OBSERVERS as QUANT_OBSERVERS
+from benchmark.quant import POLICIES, QuantSpecError, precision_format
 
 try:
     from benchmark.analysis.config import SensitivityConfig
@@ -62,9 +64,9 @@ __all__ = [
 TASKS = ("evaluate", "sensitivity", "deploy")
 #: Floating-point precisions and their (weight, activation) bits; they have no scales to choose.
 FLOAT_PRECISIONS = {"fp32": 32, "fp16": 16, "bf16": 16}
-GRANULARITIES = ("none", "per_tensor", "per_channel_token", "adaptive")
-OBSERVERS = ("none", "minmax", "moving_average", "percentile", "mse")
-_INT_PRECISION = re.compile(r"^w(\d+)a(\d+)$")
+# names defined once, by the quant engine's registries (policies and observers)
+GRANULARITIES = POLICIES.names()
+OBSERVERS = ("none", *QUANT_OBSERVERS.names())
 
 
 class ConfigError(ValueError):
@@ -292,20 +294,36 @@ def is_float(precision: str) -> bool:
 
 
 def bits(precision: str) -> tuple[int, int]:
-    """``(w_bits, a_bits)`` of a precision string.
+    """``(w_bits, a_bits)`` of a precision string: storage bits of a float cast (32, 16), else
+    the element bits of :func:`benchmark.quant.precision_format` (``fp8_e4m3`` -> (8, 8),
+    ``mxfp4`` -> (4, 4), ``w4a16_g128`` -> (4, 16)).
 
     Raises:
-        ConfigError: ``precision`` is neither a float precision nor ``wNaM`` with 2..16 bits.
+        ConfigError: ``precision`` does not parse (the message lists the accepted forms).
     """
     if precision in FLOAT_PRECISIONS:
         return FLOAT_PRECISIONS[precision], FLOAT_PRECISIONS[precision]
-    match = _INT_PRECISION.match(precision)
-    if not match or not all(2 <= int(b) <= 16 for b in match.groups()):
+    if not isinstance(precision, str) or precision != precision.strip().lower():
+        raise ConfigError(f"precision.name={precision!r} must be a lower-case name, e.g. w8a8")
+    try:
+        fmt = precision_format(precision)
+    except QuantSpecError as exc:
+        raise ConfigError(f"precision.name={precision!r}: {exc}") from exc
+    return fmt.w_bits, fmt.a_bits
+
+
+def _check_precision_granularity(precision: str, granularity: str) -> None:
+    """Block formats set their own scales (``per_block``); the others take the policies."""
+    if is_float(precision):
+        return
+    family = precision_format(precision).family
+    kind = POLICIES.get(granularity).precision_kind
+    if kind != family:
+        fitting = [n for n in POLICIES.names() if POLICIES.get(n).precision_kind == family]
         raise ConfigError(
-            f"precision.name={precision!r} is not one of {sorted(FLOAT_PRECISIONS)} or 'wNaM' "
-            "with N, M in 2..16 bits (e.g. w8a8, w4a8)"
+            f"granularity={granularity} does not apply to precision={precision}; use "
+            f"granularity={' or '.join(fitting)}"
         )
-    return int(match.group(1)), int(match.group(2))
 
 
 def validate(cfg: DictConfig, in_sweep: bool = False) -> DictConfig:
@@ -361,6 +379,7 @@ def validate(cfg: DictConfig, in_sweep: bool = False) -> DictConfig:
             raise ConfigError(
                 f"precision={precision} needs an observer; observer=none is for floats"
             )
+        _check_precision_granularity(precision, granularity)
     _resolve_split(checked)
     _check_ranges(checked)
     _check_owned(checked)

@@ -35,6 +35,7 @@ from benchmark.deploy.ort_quant import (
     convert_fp16_onnx,
     quantize_dynamic_onnx,
     quantize_static_onnx,
+    resolve_reduce_range,
 )
 from benchmark.deploy.torch_int8 import quantize_convs, torch_conv_layers
 
@@ -87,8 +88,9 @@ def _static_note(run: Any, policy: str, choices: list[LayerChoice]) -> str:
     method, extra = _calibration(run)
     act = "int8 symmetric" if run.spec.act_mapping == "symmetric" else "uint8 asymmetric"
     int8 = sum(c.int8 for c in choices)
+    bits = "7-bit (reduce_range)" if resolve_reduce_range(run.deploy.reduce_range) else "int8"
     return (
-        f"QDQ static, calibrate={method.name} {extra or ''}, weights int8 symmetric "
+        f"QDQ static, calibrate={method.name} {extra or ''}, weights {bits} symmetric "
         f"{'per-channel' if run.deploy.per_channel else 'per-tensor'}, activations {act} "
         f"per-tensor; layer policy {policy}: {int8} of {len(choices)} convolutions INT8"
     )
@@ -124,12 +126,13 @@ class _QdqFiles:
                 activation_symmetric=self.run.spec.act_mapping == "symmetric",
                 op_types=d.op_types_to_quantize,
                 nodes_to_exclude=sorted(key),
+                reduce_range=resolve_reduce_range(d.reduce_range),
             )
             path.with_suffix(".float_layers.json").write_text(json.dumps(sorted(key), indent=1))
         return self.files[key]
 
 
-def _costs(run: Any, runtime: str, shapes: list[ConvShape]) -> dict[str, tuple[float, float]]:
+def _costs(run: Any, runtime: str, shapes: list[ConvShape]) -> dict[str, tuple[float, float, bool]]:
     from benchmark.pipeline.cache import cache_root
 
     d = run.deploy
@@ -212,10 +215,10 @@ def _int8_variant(
     name: str,
     policy: str,
     layers: dict[str, ConvShape],
-    costs: dict[str, tuple[float, float]],
+    costs: dict[str, tuple[float, float, bool]],
     qdq: _QdqFiles,
 ) -> Variant:
-    choices = choose_layers(layers, parse_policy(policy), costs)
+    choices = choose_layers(layers, parse_policy(policy), costs, run.deploy.latency_margin)
     if BACKENDS[name].artefact == "torch_int8":
         # transposed convolutions have no x86 INT8 path here: reported as float
         choices = [

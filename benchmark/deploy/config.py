@@ -35,8 +35,10 @@ class DeployConfig:
             ``min_channels:N`` or ``latency_aware`` (``benchmark.deploy.layer_policy``).
         compare_policies: policies also built and timed at batch 1 for each INT8 backend, so
             one run shows what each costs (``[]``: only ``layer_policy``).
+        latency_margin: ``latency_aware`` keeps a layer float when its INT8 time alone exceeds
+            ``(1 + latency_margin)`` times its float time.
         cost_warmup, cost_runs: untimed and timed calls of each one-layer model measured for
-            ``latency_aware`` (median of the timed ones).
+            ``latency_aware`` (the fastest timed call counts).
         cost_cache_dir: folder of the per runtime x CPU x threads cost tables (``None`` =
             ``<paths.cache_dir>/layer_costs``).
         threads: intra-op threads of every runtime while timing (0 = library default).
@@ -48,6 +50,8 @@ class DeployConfig:
         consistency_batch_sizes: batch sizes that must give identical predictions (gate).
         consistency_max_mismatch: largest tolerated fraction of voxels whose argmax differs
             between batch sizes (float summation order may flip exact ties).
+        reduce_range: 7-bit INT8 weights: ``auto`` (where the CPU has no VNNI, whose absence
+            makes ONNX Runtime's 8-bit products saturate), ``true`` or ``false``.
         per_channel: per-output-channel weight scales in the INT8 models.
         calibrate_method: ONNX Runtime calibration method, or ``auto`` to map the fake-quant
             observer (minmax -> MinMax, moving_average -> MinMax with moving average,
@@ -75,6 +79,7 @@ class DeployConfig:
     )
     layer_policy: str = "latency_aware"
     compare_policies: list[str] = field(default_factory=list)
+    latency_margin: float = 0.1
     cost_warmup: int = 1
     cost_runs: int = 5
     cost_cache_dir: str | None = None
@@ -86,6 +91,7 @@ class DeployConfig:
     consistency_batch_sizes: list[int] = field(default_factory=lambda: [1, 2, 4])
     consistency_max_mismatch: float = 1e-4
     per_channel: bool = True
+    reduce_range: str = "auto"
     calibrate_method: str = "auto"
     op_types_to_quantize: list[str] = field(
         default_factory=lambda: ["Conv", "ConvTranspose", "MatMul", "Gemm"]
@@ -120,7 +126,11 @@ class DeployConfig:
                 f"deploy.cost_runs={self.cost_runs} and deploy.latency_rounds="
                 f"{self.latency_rounds} must be >= 1, deploy.cost_warmup={self.cost_warmup} >= 0"
             )
-        for key in ("min_voxel_agreement", "selector_max_disagreement"):
+        if str(self.reduce_range).lower() not in ("auto", "true", "false"):
+            raise ValueError(
+                f"deploy.reduce_range={self.reduce_range!r} is not auto, true or false"
+            )
+        for key in ("min_voxel_agreement", "selector_max_disagreement", "latency_margin"):
             if not 0 <= getattr(self, key) <= 1:
                 raise ValueError(f"deploy.{key}={getattr(self, key)} is a fraction in [0, 1]")
         if self.calibrate_method not in CALIBRATE_METHODS:

@@ -10,7 +10,10 @@ layer:
 * ``min_channels:N``: convolutions with fewer than ``N`` input or output channels stay float;
 * ``latency_aware``: each convolution *shape* of the model (op, channels, kernel, stride,
   groups, input size) is timed once alone on the runtime at hand in float and in INT8
-  (:mod:`.layer_costs`), and a layer stays float where INT8 was not faster.
+  (:mod:`.layer_costs`); a layer stays float where INT8 was slower by more than ``margin``
+  (a fraction of the float time: single-layer timings on a shared machine are noisy, and at
+  equal cost INT8 still halves the weights and keeps integer chains unbroken), or where the
+  runtime has no integer kernel for it at all (then INT8 only adds quantize/dequantize).
 
 Layers are identified by name in their own graph (ONNX node names, torch module names); the
 decision depends only on the shape, so one cost table serves every graph of the same network.
@@ -182,15 +185,18 @@ def onnx_conv_layers(model_path: str | Path) -> dict[str, ConvShape]:
 def choose_layers(
     layers: Mapping[str, ConvShape],
     policy: LayerPolicy | str,
-    costs: Mapping[str, tuple[float, float]] | None = None,
+    costs: Mapping[str, tuple[float, float, bool]] | None = None,
+    margin: float = 0.1,
 ) -> list[LayerChoice]:
     """Apply ``policy`` to every layer.
 
     Args:
         layers: layer name -> shape.
         policy: a :class:`LayerPolicy` or its text.
-        costs: shape key -> ``(float_ms, int8_ms)`` measured on the target runtime; needed by
-            ``latency_aware``, attached to the choices of the other policies when given.
+        costs: shape key -> ``(float_ms, int8_ms, integer_kernel)`` measured on the target
+            runtime; needed by ``latency_aware``, attached to the other policies' choices.
+        margin: ``latency_aware`` keeps a layer float when ``int8_ms > (1 + margin) *
+            float_ms``.
 
     Raises:
         ValueError: ``latency_aware`` without a cost for some layer's shape.
@@ -199,7 +205,7 @@ def choose_layers(
     costs = costs or {}
     choices = []
     for name, shape in layers.items():
-        float_ms, int8_ms = costs.get(shape.key, (float("nan"), float("nan")))
+        float_ms, int8_ms, integer = costs.get(shape.key, (float("nan"), float("nan"), False))
         if policy.kind == "all":
             int8, reason = True, "policy all"
         elif policy.kind == "min_channels":
@@ -212,9 +218,14 @@ def choose_layers(
         else:
             if shape.key not in costs:
                 raise ValueError(f"latency_aware: no measured cost for {name} ({shape.key})")
-            int8 = int8_ms < float_ms
-            verdict = "int8 faster" if int8 else "kept float: int8 not faster"
-            reason = f"{verdict} (int8 {int8_ms:.3g} ms vs float {float_ms:.3g} ms alone)"
+            times = f"int8 {int8_ms:.3g} ms vs float {float_ms:.3g} ms alone"
+            int8 = bool(integer) and int8_ms <= (1 + margin) * float_ms
+            if not integer:
+                reason = "kept float: no integer kernel on this runtime"
+            elif int8:
+                reason = f"int8 ({times})"
+            else:
+                reason = f"kept float: int8 slower by more than {margin:.0%} ({times})"
         choices.append(LayerChoice(name, shape, bool(int8), reason, float_ms, int8_ms))
     return choices
 

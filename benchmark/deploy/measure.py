@@ -55,7 +55,7 @@ def _ops(run: Any, variant: Variant, predictor: Predictor) -> tuple[pd.DataFrame
             variant.artefact, shape, precision=precision, threads=threads
         )
     else:
-        counts = torch_int8.op_counts(variant.artefact)
+        counts = torch_int8.op_counts(variant.artefact, [c.layer for c in variant.choices])
         times = profile_torch_op_times(predictor, shape)
     return counts, times
 

@@ -30,6 +30,14 @@ Differences from the fake-quant simulation that remain (measured, not hidden, by
 ``per_channel_token``/``adaptive`` activations are finer), and an integer kernel also
 re-quantizes its output, which the simulation leaves in float.
 
+Weight range on CPUs without VNNI: ONNX Runtime's x86 U8S8 kernels without VNNI multiply
+pairs with ``vpmaddubsw``, whose 16-bit sums saturate when 8-bit activations meet full-range
+8-bit weights; ``reduce_range`` (7-bit weights) avoids it. Measured on an AVX2-only CPU: a
+small 3D U-Net's static INT8 argmax agreed with FP32 on 96.5 % of voxels with full-range
+weights and 99.5 % with ``reduce_range``; OpenVINO ran the same QDQ model at 99.5 % either way.
+:func:`needs_reduce_range` makes the choice from the CPU's flags (``deploy.reduce_range:
+auto``).
+
 Dynamic INT8 (``quantize_dynamic``) stores INT8 weights and computes each activation's range
 at run time (``DynamicQuantizeLinear`` -> ``ConvInteger``/``MatMulInteger``); it needs no
 calibration, but its ranges depend on the whole batch, which the gate's batch-consistency
@@ -64,6 +72,8 @@ __all__ = [
     "quantize_static_onnx",
     "quantize_dynamic_onnx",
     "convert_fp16_onnx",
+    "needs_reduce_range",
+    "resolve_reduce_range",
 ]
 
 #: Fake-quant observer -> (ONNX Runtime method, extra options); see the module docstring.
@@ -81,6 +91,30 @@ _METHODS_BY_NAME = {
 }
 # quantize_dynamic has integer kernels for these only (ConvInteger, MatMulInteger).
 _DYNAMIC_OP_TYPES = ("Conv", "MatMul")
+
+
+def needs_reduce_range() -> bool:
+    """Whether this CPU lacks VNNI (AVX-512 VNNI or AVX-VNNI), so 8-bit weights may saturate."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return False
+    for line in cpuinfo.read_text(errors="replace").splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            return not flags & {"avx512_vnni", "avx_vnni", "amx_int8"}
+    return False
+
+
+def resolve_reduce_range(setting: str) -> bool:
+    """``deploy.reduce_range`` (``auto``, ``true``, ``false``) -> whether to use 7-bit weights.
+
+    Raises:
+        ValueError: any other value.
+    """
+    value = str(setting).lower()
+    if value not in ("auto", "true", "false"):
+        raise ValueError(f"deploy.reduce_range={setting!r} is not one of auto, true, false")
+    return needs_reduce_range() if value == "auto" else value == "true"
 
 
 def calibrate_method_for(
@@ -163,6 +197,7 @@ def quantize_static_onnx(
     activation_symmetric: bool = False,
     op_types: Sequence[str] = ("Conv", "ConvTranspose", "MatMul", "Gemm"),
     nodes_to_exclude: Sequence[str] = (),
+    reduce_range: bool = False,
 ) -> Path:
     """Static W8A8 QDQ model with calibrated activation ranges.
 
@@ -180,6 +215,7 @@ def quantize_static_onnx(
         nodes_to_exclude: node names left in float (a layer policy's choice, see
             :mod:`.layer_policy`); names are those of ``fp32_path``, which the pre-processing
             keeps.
+        reduce_range: 7-bit weights (see the module docstring; :func:`needs_reduce_range`).
 
     Returns:
         ``out_path``.
@@ -204,6 +240,7 @@ def quantize_static_onnx(
             weight_type=QuantType.QInt8,
             calibrate_method=method,
             nodes_to_exclude=list(nodes_to_exclude),
+            reduce_range=bool(reduce_range),
             extra_options=options,
         )
     pre.unlink(missing_ok=True)

@@ -40,7 +40,7 @@ def available_providers(requested: Sequence[str]) -> list[str]:
     if not chosen:
         raise RuntimeError(
             f"none of the providers {list(requested)} is available in onnxruntime "
-            f"{ort.__version__}; available: {have}. Set deploy.providers accordingly."
+            f"{ort.__version__}; available: {have}. List only available backends in deploy.backends."
         )
     return chosen
 

@@ -129,15 +129,20 @@ def quantize_convs(
             dtype=torch.qint8, qscheme=torch.per_channel_symmetric
         ),
     )
-    targets = [
-        name for name, m in qmodel.named_modules() if isinstance(m, nn.Conv3d) and name not in keep
-    ]
-    for name in targets:
-        parent_name, _, child = name.rpartition(".")
-        parent = qmodel.get_submodule(parent_name) if parent_name else qmodel
-        wrapper = _QuantizedConv(getattr(parent, child))
+    targets = {
+        id(m): m
+        for name, m in qmodel.named_modules()
+        if isinstance(m, nn.Conv3d) and name not in keep
+    }
+    wrappers = {key: _QuantizedConv(conv) for key, conv in targets.items()}
+    for wrapper in wrappers.values():
         wrapper.qconfig = qconfig
-        setattr(parent, child, wrapper)
+    # a module may be reachable under several names (nnU-Net blocks hold each conv both as
+    # ``conv`` and inside ``all_modules``): every reference is replaced by the same wrapper
+    for _, parent in list(qmodel.named_modules(remove_duplicate=False)):
+        for child_name, child in list(parent.named_children()):
+            if id(child) in wrappers and not isinstance(parent, _QuantizedConv):
+                setattr(parent, child_name, wrappers[id(child)])
     with _engine():
         prepare(qmodel, inplace=True)
         for batch in batches:
@@ -162,12 +167,24 @@ class TorchPredictor:
         return out.float().numpy()
 
 
-def op_counts(qmodel: nn.Module) -> pd.DataFrame:
-    """Compute modules by type and arithmetic, in the columns of ``ops.optimized_op_counts``."""
+def op_counts(qmodel: nn.Module, used: Iterable[str] | None = None) -> pd.DataFrame:
+    """Compute modules by type and arithmetic, in the columns of ``ops.optimized_op_counts``.
+
+    Args:
+        qmodel: a module from :func:`quantize_convs`.
+        used: names of the convolutions the forward pass runs (from :func:`torch_conv_layers`);
+            others (e.g. unused deep-supervision heads) are not counted. ``None``: all.
+    """
     from torch.ao.nn import quantized as nnq
 
+    named = dict(qmodel.named_modules())
+    if used is not None:
+        wanted = {n for n in used} | {n + ".conv" for n in used}
+        modules = [m for n, m in named.items() if n in wanted]
+    else:
+        modules = list(named.values())
     counts: dict[tuple[str, str], int] = {}
-    for module in qmodel.modules():
+    for module in modules:
         if isinstance(module, (nnq.Conv3d, nnq.Linear)):
             key = (type(module).__name__ + ":int8", "integer")
         elif isinstance(module, (nn.Conv3d, nn.ConvTranspose3d, nn.Linear)):

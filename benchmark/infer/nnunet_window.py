@@ -17,6 +17,8 @@ What still differs from a plain ``nnUNetPredictor.predict_from_files`` run:
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -58,14 +60,15 @@ def nnunet_logits(
     if image.ndim != 4:
         raise ValueError(f"image must be [C, D, H, W], got shape {tuple(image.shape)}")
     device = torch.device(device)
-    predictor = nnUNetPredictor(
-        tile_step_size=tile_step_size,
-        use_gaussian=use_gaussian,
-        use_mirroring=bool(mirroring_axes),
-        perform_everything_on_device=device.type == "cuda",
-        device=device,
-        allow_tqdm=False,
-    )
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints a CUDA notice on every CPU start
+        predictor = nnUNetPredictor(
+            tile_step_size=tile_step_size,
+            use_gaussian=use_gaussian,
+            use_mirroring=bool(mirroring_axes),
+            perform_everything_on_device=device.type == "cuda",
+            device=device,
+            allow_tqdm=False,
+        )
     plans_manager = PlansManager(dict(plans))
     predictor.manual_initialization(
         network,

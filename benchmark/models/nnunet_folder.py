@@ -211,6 +211,11 @@ def open_nnunet_folder(
             "leave model.configuration unset"
         )
     read_plans_architecture(plans, stored)  # a configuration the plans lack fails here, named
+    if plans["configurations"][stored].get("previous_stage"):
+        raise CheckpointError(
+            f"{file}: configuration {stored} is a cascade stage that needs the previous stage's "
+            "segmentation as input; run the previous stage's folder instead"
+        )
     axes = raw.get("inference_allowed_mirroring_axes") if isinstance(raw, Mapping) else None
     return NnUNetFolder(
         root=root,

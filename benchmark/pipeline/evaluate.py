@@ -49,7 +49,7 @@ FP32_AGREEMENT_METRIC = "dsc_fp32"
 def quant_spec(cfg: DictConfig) -> Any:
     """The :class:`benchmark.quant.QuantSpec` of a config.
 
-    ``precision``/``granularity``/``observer`` names map to the fields of the same name; the
+    ``precision``/``granularity``/``observer``/``algorithm`` names map to the fields of the same name; the
     observer group's other fields and ``quant.*`` go to the QuantSpec fields of the same name
     (observer fields QuantSpec does not have are left out; ``quant.*`` keys must exist).
     """
@@ -59,6 +59,7 @@ def quant_spec(cfg: DictConfig) -> Any:
     if not is_float(cfg.precision.name):
         kwargs["granularity"] = cfg.granularity.name
         kwargs["observer"] = cfg.observer.name
+        kwargs["algorithm"] = cfg.algorithm.name
         for key, value in cfg.observer.items():
             if key != "name" and key in names:
                 kwargs[key] = value

@@ -17,30 +17,42 @@ ConvTranspose2d/3d, Linear, MONAI SABlock/WindowAttention, nn.MultiheadAttention
 (fnmatch on the dotted module name, e.g. ``decoder.*``). ``keep_first_last`` additionally keeps the
 first and last selected conv/linear layers (in registration order: the stem conv and, for
 nnU-Net/MONAI networks, the segmentation head) in float32.
+
+Non-finite values at inference are errors, not silently quantized: a quantized model checks
+its inputs, and when its output holds NaN/Inf it runs the input once more with every quantizer
+checking its own input, so the error names the first operand that received one (a
+``NonFiniteError``). The checks read the model's input and output only (a small fraction of
+the activations) unless something is wrong; fp16/bf16 casts are exempt, since overflow to inf
+is what a half-precision deployment does.
+
+``calibrate`` runs the spec's algorithm (:mod:`benchmark.quant.algorithms`) around the range
+calibration: weight transforms before it, range adjustments and data-driven optimisation after.
 """
 
 from __future__ import annotations
 
 import copy
 import fnmatch
-import os
-import tempfile
 from collections.abc import Iterable
-from pathlib import Path
 
 import pandas as pd
 import torch
 from torch import nn
 
-from benchmark.quant.attention import ATTENTION_CLASSES, QuantAttention
-from benchmark.quant.errors import (
-    CalibrationError,
-    NoQuantizableLayerError,
-    QuantError,
-    RangesMismatchError,
-)
+from benchmark.quant.algorithms import ALGORITHMS
+from benchmark.quant.attention import QuantAttention
+from benchmark.quant.errors import CalibrationError, NoQuantizableLayerError
+from benchmark.quant.floatcast import FloatCast, flatten
+from benchmark.quant.handlers import handlers as handler_classes
 from benchmark.quant.modules import LAYER_CLASSES, QuantLayer
-from benchmark.quant.quantizer import ActivationQuantizer, check_finite
+from benchmark.quant.quantizer import check_finite
+from benchmark.quant.ranges import (
+    activation_quantizers,
+    copy_ranges,
+    load_ranges,
+    save_ranges,
+    spec_of,
+)
 from benchmark.quant.spec import QuantSpec
 
 __all__ = [
@@ -66,91 +78,8 @@ TABLE_COLUMNS = [
 ]
 
 
-class FloatCast(nn.Module):
-    """Runs ``module`` fully cast to ``dtype``; inputs are cast in and outputs back to float32.
-
-    A full cast, not ``torch.autocast``: autocast keeps normalisations, softmax and reductions in
-    float32 and picks per-op precisions that differ between CPU and CUDA and between torch
-    releases, so it would measure a device-dependent mix. A full cast stores every weight and
-    activation in ``dtype`` and runs every op in it, which is what a half-precision deployment
-    does, and it is the same function on every device.
-
-    One exception, for speed only: PyTorch's CPU float16 3D convolutions are about ten times
-    slower than float32 ones (a tiny U-Net window takes seconds), which would make float16 the
-    cost of every CPU sweep. On CPU inputs float16 is therefore emulated: the same float16
-    weights held in float32, and the output of every leaf module rounded to float16 (overflow
-    to inf included), with the arithmetic inside each module in float32, as float16 GPU kernels
-    accumulate in float32. ``emulate_on_cpu=False`` runs the real float16 kernels instead.
-
-    Args:
-        module: the network (already converted with ``.to(dtype)``).
-        dtype: ``torch.float16`` or ``torch.bfloat16``.
-        emulate_on_cpu: emulate float16 on CPU inputs as described above.
-    """
-
-    def __init__(self, module: nn.Module, dtype: torch.dtype, emulate_on_cpu: bool = True) -> None:
-        super().__init__()
-        self.module = module
-        self.dtype = dtype
-        self.emulate_on_cpu = emulate_on_cpu
-        # Not a submodule: built on first CPU use, kept out of state_dict() and .to().
-        self._emulation: list[nn.Module] = []
-
-    def _emulated(self) -> nn.Module:
-        if not self._emulation:
-            shadow = copy.deepcopy(self.module).float()
-            for leaf in shadow.modules():
-                if next(leaf.children(), None) is None:
-                    leaf.register_forward_hook(_round_output_to(self.dtype))
-            self._emulation.append(shadow.to("cpu"))
-        return self._emulation[0]
-
-    def forward(self, *args, **kwargs):
-        cast_in = _map_tensors(args, lambda t: t.to(self.dtype) if t.is_floating_point() else t)
-        tensors = [t for t in _flatten(cast_in) if isinstance(t, torch.Tensor)]
-        on_cpu = bool(tensors) and all(t.device.type == "cpu" for t in tensors)
-        if self.emulate_on_cpu and self.dtype == torch.float16 and on_cpu:
-            self._emulated().train(self.training)
-            as_float = _map_tensors(cast_in, lambda t: t.float() if t.is_floating_point() else t)
-            out = self._emulated()(*as_float, **kwargs)
-        else:
-            out = self.module(*cast_in, **kwargs)
-        return _map_tensors(out, lambda t: t.float() if t.is_floating_point() else t)
-
-    def extra_repr(self) -> str:
-        return f"dtype={self.dtype}, emulate_on_cpu={self.emulate_on_cpu}"
-
-
-def _round_output_to(dtype: torch.dtype):
-    def hook(module: nn.Module, inputs, output):
-        return _map_tensors(output, lambda t: t.to(dtype).float() if t.is_floating_point() else t)
-
-    return hook
-
-
-def _flatten(obj) -> list:
-    if isinstance(obj, (list, tuple)):
-        return [x for o in obj for x in _flatten(o)]
-    if isinstance(obj, dict):
-        return [x for o in obj.values() for x in _flatten(o)]
-    return [obj]
-
-
-def _map_tensors(obj, fn):
-    if isinstance(obj, torch.Tensor):
-        return fn(obj)
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_map_tensors(o, fn) for o in obj)
-    if isinstance(obj, dict):
-        return {k: _map_tensors(v, fn) for k, v in obj.items()}
-    return obj
-
-
 def _handlers(spec: QuantSpec) -> dict[type, type]:
-    handlers = dict(LAYER_CLASSES)
-    if spec.quantize_attention:
-        handlers.update(ATTENTION_CLASSES)
-    return handlers
+    return handler_classes(spec.quantize_attention)
 
 
 def _select(model: nn.Module, spec: QuantSpec) -> tuple[list[str], list[tuple[str, str]]]:
@@ -220,28 +149,47 @@ def quantize(model: nn.Module, spec: QuantSpec) -> nn.Module:
         module.quant_init(spec, name)
     qmodel.quant_spec = spec
     qmodel.quant_skipped = skipped
+    qmodel.register_forward_pre_hook(_check_inputs)
+    qmodel.register_forward_hook(_check_output)
     return qmodel
 
 
-def _activation_quantizers(qmodel: nn.Module) -> dict[str, ActivationQuantizer]:
-    return {n: m for n, m in qmodel.named_modules() if isinstance(m, ActivationQuantizer)}
+def _check_inputs(module: nn.Module, args: tuple) -> None:
+    """Forward pre-hook of a quantized model: its tensor inputs must be finite."""
+    for index, arg in enumerate(args):
+        if isinstance(arg, torch.Tensor) and arg.is_floating_point():
+            check_finite(arg, f"input {index} of the quantized {type(module).__name__}")
 
 
-def _spec_of(qmodel: nn.Module) -> QuantSpec:
-    spec = getattr(qmodel, "quant_spec", None)
-    if spec is None:
-        raise QuantError(
-            f"{type(qmodel).__name__} was not made by benchmark.quant.quantize; call "
-            "quantize(model, spec) first"
+def _check_output(module: nn.Module, args: tuple, output) -> None:
+    """Forward hook: a non-finite output arose inside; rerun once with every quantizer
+    checking its input, so that the error names the first operand that saw NaN/Inf."""
+    outputs = [t for t in flatten(output) if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    if all(bool(torch.isfinite(t).all()) for t in outputs):
+        return
+    quantizers = list(activation_quantizers(module).values())
+    try:
+        for quantizer in quantizers:
+            quantizer.check_inputs = True
+        with torch.no_grad():
+            module.forward(*args)
+    finally:
+        for quantizer in quantizers:
+            quantizer.check_inputs = False
+    for tensor in outputs:
+        check_finite(
+            tensor,
+            f"output of the quantized {type(module).__name__} (after the last quantized operand)",
         )
-    return spec
 
 
 def calibrate(qmodel: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
     """Collect static activation ranges by running ``batches`` through ``qmodel``.
 
     Runs in eval mode under ``torch.no_grad``; activations pass through unquantized while ranges
-    are collected, then ranges are frozen. Calling it again recalibrates from scratch.
+    are collected, then ranges are frozen. Calling it again recalibrates from scratch. The
+    spec's algorithm runs its hooks before and after (``none`` has none); an algorithm that
+    reads the batches gets them as a list, so ``batches`` is then held in memory.
 
     Args:
         qmodel: output of :func:`quantize`.
@@ -255,13 +203,28 @@ def calibrate(qmodel: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
         CalibrationError: no batches, or a batch that is not a tensor.
         NonFiniteError: NaN/Inf in a batch or in an intermediate activation.
     """
-    spec = _spec_of(qmodel)
-    quantizers = _activation_quantizers(qmodel)
+    spec = spec_of(qmodel)
     if spec.is_float:
         return qmodel
-    device = next((p.device for p in qmodel.parameters()), torch.device("cpu"))
+    algorithm = ALGORITHMS.get(spec.algorithm)(**dict(spec.algorithm_options))
+    if algorithm.needs_data:
+        batches = list(batches)
     was_training = qmodel.training
     qmodel.eval()
+    try:
+        algorithm.transform_weights(qmodel, batches)
+        _calibrate_ranges(qmodel, batches)
+        algorithm.adjust_ranges(qmodel, batches)
+        algorithm.optimise(qmodel, batches)
+    finally:
+        qmodel.train(was_training)
+    return qmodel
+
+
+def _calibrate_ranges(qmodel: nn.Module, batches: Iterable[torch.Tensor]) -> None:
+    """Observe ``batches`` (in eval mode, without autograd) and freeze the static ranges."""
+    quantizers = activation_quantizers(qmodel)
+    device = next((p.device for p in qmodel.parameters()), torch.device("cpu"))
     count = 0
     for quantizer in quantizers.values():
         quantizer.start_observing()
@@ -286,89 +249,6 @@ def calibrate(qmodel: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
     finally:
         for quantizer in quantizers.values():
             quantizer._observer = None
-        qmodel.train(was_training)
-    return qmodel
-
-
-def save_ranges(qmodel: nn.Module, path: str | os.PathLike) -> Path:
-    """Write the calibrated static ranges to ``path`` (``torch.save`` of plain tensors).
-
-    The file holds ``{"spec": spec.to_dict(), "calibration_key": ..., "ranges": {name:
-    {"lo", "hi", "mapping"}}}`` and is written atomically (temp file, then rename), so a sweep can
-    compute ranges once per model x spec x calibration set.
-
-    Returns:
-        The path written.
-    """
-    spec = _spec_of(qmodel)
-    ranges = {
-        name: {"lo": q.lo.cpu(), "hi": q.hi.cpu(), "mapping": q.resolved_mapping}
-        for name, q in _activation_quantizers(qmodel).items()
-        if not q.dynamic and q.lo is not None
-    }
-    payload = {"spec": spec.to_dict(), "calibration_key": spec.calibration_key(), "ranges": ranges}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def copy_ranges(source: nn.Module, target: nn.Module) -> nn.Module:
-    """Give ``target``'s static activation quantizers the ranges of ``source``'s of the same name.
-
-    Both are :func:`quantize` outputs of the same network with the same activation bits,
-    granularity and observer; ``target`` may quantize fewer layers (a sensitivity variant
-    reuses the calibration of the fully quantized model instead of calibrating again).
-
-    Raises:
-        RangesMismatchError: a static quantizer of ``target`` has no calibrated counterpart.
-    """
-    ranges = _activation_quantizers(source)
-    for name, quantizer in _activation_quantizers(target).items():
-        if quantizer.dynamic:
-            continue
-        origin = ranges.get(name)
-        if origin is None or origin.lo is None:
-            raise RangesMismatchError(f"{name} has no calibrated range in the source model")
-        quantizer.set_range(origin.lo, origin.hi, origin.resolved_mapping)
-    return target
-
-
-def load_ranges(qmodel: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Load ranges written by :func:`save_ranges` (``weights_only=True``) into ``qmodel``.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        RangesMismatchError: the file was made for another spec or another set of layers.
-    """
-    spec = _spec_of(qmodel)
-    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-    if payload.get("calibration_key") != spec.calibration_key():
-        raise RangesMismatchError(
-            f"{path} holds ranges for spec {payload.get('spec')}, not for {spec.to_dict()}; "
-            "recalibrate or pick the file named with this spec's calibration_key()"
-        )
-    quantizers = _activation_quantizers(qmodel)
-    ranges = payload["ranges"]
-    static = {n for n, q in quantizers.items() if not q.dynamic}
-    unknown = sorted(set(ranges) - static)
-    if unknown:
-        raise RangesMismatchError(
-            f"{path} has ranges for {unknown[:5]} that {type(qmodel).__name__} does not quantize; "
-            "the file belongs to another model or include/exclude setting"
-        )
-    for name, entry in ranges.items():
-        quantizer = quantizers[name]
-        device = next((b.device for b in qmodel.buffers()), torch.device("cpu"))
-        quantizer.set_range(entry["lo"].to(device), entry["hi"].to(device), entry["mapping"])
-    return qmodel
 
 
 def quantization_table(qmodel: nn.Module) -> pd.DataFrame:
@@ -379,7 +259,7 @@ def quantization_table(qmodel: nn.Module) -> pd.DataFrame:
     ``integer-factorizable per kernel position``, ``simulation-only``, or ``float32 (<reason>)``
     for skipped candidates and ``fp16``/``bf16``/``fp32`` casts), ``calibrated``.
     """
-    spec = _spec_of(qmodel)
+    spec = spec_of(qmodel)
     rows = []
     if spec.is_float:
         handlers = _handlers(spec)

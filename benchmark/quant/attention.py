@@ -9,8 +9,9 @@ Supported blocks (class swapped in place, like the layers of ``benchmark.quant.m
 
 The four matmul operands ``q``, ``k``, ``attn`` (softmax output) and ``v`` each get an
 :class:`~benchmark.quant.quantizer.ActivationQuantizer`, laid out ``[B, heads, tokens, d]``:
-per tensor, or per token (one scale per head and query/key position) under
-``per_channel_token`` and ``adaptive``. Q.K^T with per-token ``q`` and ``k`` is
+granularities come from the ``attention_matmul`` row of the granularity policy (per tensor, or
+per token: one scale per head and query/key position); block formats put their blocks along
+each matmul's summed index (``d`` for Q and K, keys for the attention matrix, tokens for V). Q.K^T with per-token ``q`` and ``k`` is
 integer-factorizable (row scale times column scale); in A.V a per-token ``v`` scale lies on the
 summed index, so that matmul is simulation-only unless scales are per tensor. Softmax, the
 relative position bias and masks stay float32. The q/k/v and output projections are ordinary
@@ -31,9 +32,10 @@ from monai.networks.nets.swin_unetr import WindowAttention
 from torch import nn
 
 from benchmark.quant.errors import QuantSpecError
-from benchmark.quant.granularity import PerAxis, PerTensor, PerToken
-from benchmark.quant.modules import observer_options_of
-from benchmark.quant.quantizer import ActivationQuantizer, WeightQuantizer
+from benchmark.quant.granularity import Layout, PerTensor
+from benchmark.quant.modules import factorizable_tag
+from benchmark.quant.operands import BLOCK_KINDS, activation_quantizer, weight_quantizer
+from benchmark.quant.policies import ATTENTION, LINEAR
 
 __all__ = [
     "QuantAttention",
@@ -43,7 +45,14 @@ __all__ = [
     "ATTENTION_CLASSES",
 ]
 
-_OPERANDS = ("q", "k", "attn", "v")
+# summed index of each operand in Q.K^T and A.V, laid out [B, heads, tokens, d]
+_OPERANDS = {
+    "q": Layout(None, -1),
+    "k": Layout(None, -1),
+    "attn": Layout(None, -1),
+    "v": Layout(None, -2),
+}
+_LINEAR_INPUT, _LINEAR_WEIGHT = Layout(None, -1), Layout(0, 1)
 
 
 class QuantAttention:
@@ -51,27 +60,19 @@ class QuantAttention:
 
     def quant_init(self, spec, name: str) -> None:
         """Attach ``q_quant``, ``k_quant``, ``attn_quant``, ``v_quant`` for ``spec``."""
-        gran = PerTensor() if spec.granularity == "per_tensor" else PerToken()
-        dynamic = spec.dynamic or (isinstance(gran, PerToken) and spec.position_scales == "dynamic")
-        for operand in _OPERANDS:
-            quantizer = ActivationQuantizer(
-                spec.a_bits,
-                gran,
-                spec.act_mapping,
-                dynamic,
-                spec.observer,
-                observer_options_of(spec),
-                label=f"{name}.{operand}",
-            )
+        self.operand_format = spec.format.activation
+        for operand, layout in _OPERANDS.items():
+            quantizer = activation_quantizer(spec, ATTENTION, layout, f"{name}.{operand}")
             setattr(self, f"{operand}_quant", quantizer)
 
     def quant_rows(self, name: str) -> list[dict]:
         """Two rows: ``matmul_qk`` and ``matmul_av``."""
         per_tensor = isinstance(self.q_quant.granularity, PerTensor)
+        blocks = self.operand_format.kind in BLOCK_KINDS
         rows = []
         for op, (a, b) in (("matmul_qk", ("q", "k")), ("matmul_av", ("attn", "v"))):
             qa, qb = getattr(self, f"{a}_quant"), getattr(self, f"{b}_quant")
-            factorizable = per_tensor or op == "matmul_qk"
+            factorizable = per_tensor or blocks or op == "matmul_qk"
             rows.append(
                 {
                     "module": f"{name}.{op}",
@@ -80,7 +81,9 @@ class QuantAttention:
                     "activation_scheme": f"{a}: {qa.scheme}; {b}: {qb.scheme}",
                     "w_bits": None,
                     "a_bits": qa.bits,
-                    "execution": "integer-factorizable" if factorizable else "simulation-only",
+                    "execution": factorizable_tag(self.operand_format)
+                    if factorizable
+                    else "simulation-only",
                     "calibrated": qa.calibrated and qb.calibrated,
                 }
             )
@@ -163,30 +166,15 @@ class QuantMultiheadAttention(QuantAttention, nn.MultiheadAttention):
                 f"add_zero_attn is not supported; exclude it with exclude=[{name!r}]"
             )
         super().quant_init(spec, name)
-        per_tensor = spec.granularity == "per_tensor"
-        act_gran = PerTensor() if per_tensor else PerToken()
-        dynamic = spec.dynamic or (not per_tensor and spec.position_scales == "dynamic")
         for part in ("query", "key", "value", "out"):
-            quantizer = ActivationQuantizer(
-                spec.a_bits,
-                act_gran,
-                spec.act_mapping,
-                dynamic,
-                spec.observer,
-                observer_options_of(spec),
-                label=f"{name}.{part}_input",
-            )
+            label = f"{name}.{part}_input"
+            quantizer = activation_quantizer(spec, LINEAR, _LINEAR_INPUT, label)
             setattr(self, f"{part}_input_quant", quantizer)
-        weight_gran = PerTensor() if per_tensor else PerAxis(0)
         for part in ("in_proj", "out_proj"):
-            quantizer = WeightQuantizer(
-                spec.w_bits,
-                weight_gran,
-                spec.weight_mapping,
-                spec.weight_observer,
-                label=f"{name}.{part}.weight",
+            label = f"{name}.{part}.weight"
+            setattr(
+                self, f"{part}_weight_quant", weight_quantizer(spec, LINEAR, _LINEAR_WEIGHT, label)
             )
-            setattr(self, f"{part}_weight_quant", quantizer)
 
     def quant_rows(self, name: str) -> list[dict]:
         """The two matmul rows plus one row per projection."""
@@ -201,7 +189,7 @@ class QuantMultiheadAttention(QuantAttention, nn.MultiheadAttention):
                     "activation_scheme": act.scheme,
                     "w_bits": weight.bits,
                     "a_bits": act.bits,
-                    "execution": "integer-factorizable",
+                    "execution": factorizable_tag(self.operand_format),
                     "calibrated": act.calibrated,
                 }
             )

@@ -222,7 +222,6 @@ class Blocked(Granularity):
         return f"block{self.size}_axis{self.axis}"
 
 
-
 def bind(granularity: Granularity, layout: Layout, block_size: int | None = None) -> Granularity:
     """The concrete granularity of one operand (the only place a layout becomes axes).
 

@@ -8,6 +8,10 @@ module keeps every parameter name, so checkpoints load into a quantized model un
 ``named_modules`` reads the same. Only exact types are swapped: a subclass with its own forward
 would lose that forward.
 
+Each layer states its operator kind (``conv``, ``conv_1x1``, ``conv_transposed``, ``linear``)
+and its operand layouts; :mod:`benchmark.quant.operands` builds the quantizers from the spec's
+granularity policy and number format, so no layer tests a granularity or precision name.
+
 What is quantized: the weight and the input of each layer; the bias stays float32 (a real
 integer kernel adds it in the 32-bit accumulator), and so does the output (the next quantized
 layer quantizes it as its input).
@@ -31,7 +35,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.quant.factorized import factorized_conv, factorized_linear
-from benchmark.quant.granularity import PerAxis, PerTensor, PerToken, PerVoxel
+from benchmark.quant.granularity import Granularity, Layout, PerTensor, PerToken, PerVoxel
+from benchmark.quant.operands import BLOCK_KINDS, activation_quantizer, weight_quantizer
+from benchmark.quant.policies import CONV, CONV_1X1, CONV_TRANSPOSED, LINEAR
 from benchmark.quant.quantizer import ActivationQuantizer, WeightQuantizer
 
 __all__ = [
@@ -53,41 +59,33 @@ class QuantLayer:
     execution: str
     integer_kernels: bool
 
+    weight_layout = Layout(out_axis=0, reduce_axis=1)
+    input_layout = Layout(out_axis=None, reduce_axis=1)
+
     def quant_init(self, spec, name: str) -> None:
         """Attach quantizers for ``spec`` (a ``QuantSpec``); ``name`` is the module's FQN."""
-        weight_gran, act_gran, execution = self.resolve_granularity(spec)
-        positional = isinstance(act_gran, (PerVoxel, PerToken))
-        dynamic = spec.dynamic or (positional and spec.position_scales == "dynamic")
-        self.input_quant = ActivationQuantizer(
-            spec.a_bits,
-            act_gran,
-            spec.act_mapping,
-            dynamic,
-            spec.observer,
-            observer_options_of(spec),
-            label=f"{name}.input",
-        )
+        kind = self.op_kind()
+        self.input_quant = activation_quantizer(spec, kind, self.input_layout, f"{name}.input")
         # the layer consumes its quantized input at once, so a shared output buffer is safe
         self.input_quant.reuse_output = True
-        self.weight_quant = WeightQuantizer(
-            spec.w_bits,
-            weight_gran,
-            spec.weight_mapping,
-            spec.weight_observer,
-            label=f"{name}.weight",
-        )
-        self.execution = execution
+        self.weight_quant = weight_quantizer(spec, kind, self.weight_layout, f"{name}.weight")
+        self.execution = self.execution_of(self.input_quant.granularity, spec.format.activation)
         self.integer_kernels = bool(spec.integer_kernels)
 
-    def resolve_granularity(self, spec):
-        """``(weight granularity, activation granularity, execution tag)`` for this layer."""
-        raise NotImplementedError(f"{type(self).__name__} must define resolve_granularity")
+    def op_kind(self) -> str:
+        """The operator kind the granularity policy is looked up with."""
+        raise NotImplementedError(f"{type(self).__name__} must define op_kind")
+
+    def execution_of(self, act_gran: Granularity, fmt) -> str:
+        """How a kernel could run this layer with these scales (the table's ``execution``)."""
+        raise NotImplementedError(f"{type(self).__name__} must define execution_of")
 
     def _use_integer_path(self) -> bool:
         return (
             self.integer_kernels
             and self.execution.startswith("integer")
             and self.input_quant._observer is None
+            and self.input_quant.enabled
             and self.input_quant.bits <= 8
             and self.weight_quant.bits <= 8
             and self.input_quant.mapping != "asymmetric"
@@ -115,36 +113,32 @@ def _float_type(module: nn.Module) -> type:
     return next(c for c in type(module).__mro__ if c in LAYER_CLASSES)
 
 
-def observer_options_of(spec) -> dict:
-    """Observer keyword options taken from a ``QuantSpec``."""
-    return {
-        "percentile": spec.percentile,
-        "averaging_constant": spec.averaging_constant,
-        "mse_grid": spec.mse_grid,
-        "mse_min_ratio": spec.mse_min_ratio,
-    }
-
-
-def _weight_granularity(spec, channel_axis: int):
-    return PerTensor() if spec.granularity == "per_tensor" else PerAxis(channel_axis)
+def factorizable_tag(fmt) -> str:
+    """Execution tag of a layer whose scales factor out of the sum, by number format."""
+    if fmt.kind in BLOCK_KINDS:
+        return "block-scaled"
+    return "integer-factorizable" if fmt.kind == "int" else "fp8-factorizable"
 
 
 class _QuantConvBase(QuantLayer):
-    _channel_axis = 0
+    def op_kind(self) -> str:
+        if all(k == 1 for k in self.kernel_size):
+            return CONV_1X1
+        transposed = isinstance(self, nn.modules.conv._ConvTransposeNd)
+        return CONV_TRANSPOSED if transposed else CONV
 
-    def resolve_granularity(self, spec):
-        weight_gran = _weight_granularity(spec, self._channel_axis)
-        pointwise = all(k == 1 for k in self.kernel_size)
-        if spec.granularity == "per_tensor":
-            return weight_gran, PerTensor(), "integer-factorizable"
-        if spec.granularity == "adaptive" and (pointwise or spec.large_kernel_per_voxel):
+    def execution_of(self, act_gran: Granularity, fmt) -> str:
+        factorizable = factorizable_tag(fmt)
+        if isinstance(act_gran, PerTensor) or fmt.kind in BLOCK_KINDS:
+            return factorizable
+        if isinstance(act_gran, PerVoxel):
             transposed = isinstance(self, nn.modules.conv._ConvTransposeNd)
+            pointwise = all(k == 1 for k in self.kernel_size)
             if pointwise and not transposed and all(p == 0 for p in _padding(self)):
-                return weight_gran, PerVoxel(), "integer-factorizable"
+                return factorizable
             if not transposed and not pointwise:
-                return weight_gran, PerVoxel(), "integer-factorizable per kernel position"
-            return weight_gran, PerVoxel(), "simulation-only"
-        return weight_gran, PerAxis(1), "simulation-only"
+                return f"{factorizable} per kernel position"
+        return "simulation-only"
 
 
 def _padding(conv) -> tuple[int, ...]:
@@ -172,7 +166,7 @@ class QuantConv3d(_QuantConv, nn.Conv3d):
 
 class _QuantConvTranspose(_QuantConvBase):
     # ConvTranspose weights are [Cin, Cout / groups, *k]: output channels are axis 1.
-    _channel_axis = 1
+    weight_layout = Layout(out_axis=1, reduce_axis=0)
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         spatial = len(self.kernel_size)
@@ -203,10 +197,15 @@ class QuantConvTranspose3d(_QuantConvTranspose, nn.ConvTranspose3d):
 class QuantLinear(QuantLayer, nn.Linear):
     """``nn.Linear`` with fake-quantized input (per token) and weight (per output feature)."""
 
-    def resolve_granularity(self, spec):
-        if spec.granularity == "per_tensor":
-            return PerTensor(), PerTensor(), "integer-factorizable"
-        return PerAxis(0), PerToken(), "integer-factorizable"
+    input_layout = Layout(out_axis=None, reduce_axis=-1)
+
+    def op_kind(self) -> str:
+        return LINEAR
+
+    def execution_of(self, act_gran: Granularity, fmt) -> str:
+        if isinstance(act_gran, (PerTensor, PerToken)) or fmt.kind in BLOCK_KINDS:
+            return factorizable_tag(fmt)
+        return "simulation-only"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._use_integer_path():

@@ -40,6 +40,8 @@ __all__ = [
     "fake_quantize",
     "quantize_codes",
     "dequantize_codes",
+    "round_ste",
+    "fake_quantize_ste",
 ]
 
 MAPPINGS = ("symmetric", "unsigned", "asymmetric")
@@ -137,9 +139,11 @@ def fake_quantize(
     else:
         inv_scale = float(torch.reciprocal(torch.tensor(scale, dtype=torch.float32)))
         low, high = float(qmin - zero_point), float(qmax - zero_point)
-    if torch.is_grad_enabled() and x.requires_grad:
-        # out= has no autograd formula: a differentiable call allocates its result
-        return torch.mul(x, inv_scale).round_().clamp_(low, high).mul_(scale)
+    scale_grad = isinstance(scale, torch.Tensor) and scale.requires_grad
+    if torch.is_grad_enabled() and (x.requires_grad or scale_grad):
+        # straight-through rounding: the values of the path below, the gradient of identity
+        # inside the grid and zero outside (out= has no autograd formula)
+        return torch.clamp(round_ste(torch.mul(x, inv_scale)), low, high) * scale
     if out is None:
         out = torch.empty_like(x)
     if x.device.type != "cpu" or x.numel() <= 2 * CPU_BLOCK_ELEMENTS:
@@ -202,4 +206,27 @@ def dequantize_codes(
     codes: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor
 ) -> torch.Tensor:
     """``(q - z) * s``: the real value each code stands for."""
+    return (codes - zero_point) * scale
+
+
+def round_ste(v: torch.Tensor) -> torch.Tensor:
+    """Round half to even with a straight-through gradient (``d round(v) / dv := 1``).
+
+    ``v + (round(v) - v)`` equals ``round(v)`` exactly: ``round(v) - v`` is exact in float32
+    (Sterbenz: both lie within a factor 2 of each other, or ``round(v) = 0``).
+    """
+    return v + (torch.round(v) - v).detach()
+
+
+def fake_quantize_ste(
+    x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, qmin: int, qmax: int
+) -> torch.Tensor:
+    """Differentiable fake quantization with a learnable ``scale`` and zero point ``offset``.
+
+    ``(clamp(round(x s^-1) + round(z), q_min, q_max) - round(z)) s`` with straight-through
+    rounding (LSQ-style gradients to ``x``, ``s`` and ``z``); at an integer ``z`` its values are
+    those of :func:`fake_quantize`.
+    """
+    zero_point = round_ste(offset)
+    codes = torch.clamp(round_ste(x * torch.reciprocal(scale)) + zero_point, qmin, qmax)
     return (codes - zero_point) * scale

@@ -7,6 +7,12 @@ collected) and freezes the ranges into ``scale``/``zero_point`` buffers; from th
 forward is one :func:`~benchmark.quant.primitives.fake_quantize` with precomputed scales and
 scalar clamp bounds (cache-blocked on CPU). Running it before calibration raises
 :class:`~benchmark.quant.errors.UncalibratedError`.
+
+For quantization-aware training, :meth:`ActivationQuantizer.make_learnable` and
+:meth:`WeightQuantizer.make_learnable` turn the scale and zero point into parameters; the
+forward is then :func:`~benchmark.quant.primitives.fake_quantize_ste` (straight-through
+rounding). ``enabled = False`` passes values through unquantized (an algorithm's float
+reference); ``check_inputs`` makes a quantizer reject NaN/Inf inputs at inference.
 """
 
 from __future__ import annotations
@@ -17,13 +23,15 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from benchmark.quant.errors import NonFiniteError, UncalibratedError
+from benchmark.quant.errors import NonFiniteError, QuantError, UncalibratedError
 from benchmark.quant.granularity import Granularity
-from benchmark.quant.observers import RangeObserver, estimate_range, resolve_mapping
+from benchmark.quant.observers import OBSERVERS, Observer, estimate_range, make_observer
+from benchmark.quant.observers.base import FakeQuant, resolve_mapping
 from benchmark.quant.primitives import (
     choose_qparams,
     dequantize_codes,
     fake_quantize,
+    fake_quantize_ste,
     quant_range,
     quantize_codes,
 )
@@ -68,8 +76,8 @@ class ActivationQuantizer(nn.Module):
         granularity: which dims share a scale.
         mapping: ``auto``, ``symmetric`` or ``asymmetric`` (see ``benchmark.quant.primitives``).
         dynamic: compute the range of each input sample at run time instead of calibrating.
-        observer: ``minmax``, ``moving_average``, ``percentile`` or ``mse``.
-        observer_options: keyword options of :class:`RangeObserver` (percentile, ...).
+        observer: a registered observer name (``benchmark.quant.observers``).
+        observer_options: the spec's observer options (each observer reads its own).
         label: fully qualified operand name used in error messages.
     """
 
@@ -92,6 +100,9 @@ class ActivationQuantizer(nn.Module):
         self.observer_options = dict(observer_options or {})
         self.label = label
         self.reuse_output = False
+        self.enabled = True
+        self.check_inputs = False
+        self.learnable = False
         self.resolved_mapping: str | None = None
         self._per_tensor: tuple[float, int] | None = None
         self.qmin: int | None = None
@@ -100,7 +111,7 @@ class ActivationQuantizer(nn.Module):
         self.register_buffer("zero_point", None)
         self.register_buffer("lo", None)
         self.register_buffer("hi", None)
-        self._observer: RangeObserver | None = None
+        self._observer: Observer | None = None
 
     @property
     def calibrated(self) -> bool:
@@ -117,13 +128,18 @@ class ActivationQuantizer(nn.Module):
     def start_observing(self) -> None:
         """Begin collecting ranges; inputs pass through unquantized."""
         if not self.dynamic:
-            self._observer = RangeObserver(
+            self._observer = make_observer(
                 self.observer_kind,
                 self.granularity,
                 bits=self.bits,
                 mapping=self.mapping,
+                fake_quant=self.search_fake_quant(),
                 **self.observer_options,
             )
+
+    def search_fake_quant(self) -> FakeQuant | None:
+        """The quantizer that range searches (``mse``) try; ``None``: the integer grid."""
+        return None
 
     def finish_observing(self) -> None:
         """Freeze the collected ranges into ``scale``/``zero_point``."""
@@ -147,11 +163,29 @@ class ActivationQuantizer(nn.Module):
         self._per_tensor = (float(scale), int(zero_point)) if scale.numel() == 1 else None
         self.lo, self.hi = lo.detach().clone(), hi.detach().clone()
 
+    def make_learnable(self) -> list[nn.Parameter]:
+        """Turn the calibrated scale and zero point into parameters (returned) for QAT."""
+        if self.dynamic or self.scale is None:
+            raise QuantError(
+                f"{self.label}: only calibrated static ranges can be learned; calibrate first "
+                "(dynamic ranges are recomputed from every input)"
+            )
+        scale, offset = self.scale.detach().clone(), self.zero_point.float()
+        del self.scale
+        self.scale = nn.Parameter(scale)
+        self.offset = nn.Parameter(offset)
+        self.learnable, self._per_tensor = True, None
+        return [self.scale, self.offset]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._observer is not None:
             check_finite(x, f"calibration activation at {self.label}")
             self._observer.update(x)
             return x
+        if not self.enabled:
+            return x
+        if self.check_inputs:
+            check_finite(x, f"inference input of {self.label}")
         if self.dynamic:
             return self._dynamic(x)
         if self.scale is None:
@@ -168,6 +202,12 @@ class ActivationQuantizer(nn.Module):
                 f"{tuple(x.shape)}; static per-voxel/per-token ranges need inputs of the "
                 "calibration ROI size (use position_scales='dynamic' for other sizes)"
             )
+        return self._static(x)
+
+    def _static(self, x: torch.Tensor) -> torch.Tensor:
+        """The calibrated forward (shape already checked)."""
+        if self.learnable:
+            return fake_quantize_ste(x, self.scale, self.offset, self.qmin, self.qmax)
         scale, zero_point = self._per_tensor or (self.scale, self._zero_point_arg())
         return fake_quantize(x, scale, zero_point, self.qmin, self.qmax, out=self._output_for(x))
 
@@ -183,16 +223,16 @@ class ActivationQuantizer(nn.Module):
     def _dynamic_params(self, x: torch.Tensor) -> tuple:
         """Per-sample ranges; ``auto`` picks the unsigned grid per sample whose min is >= 0."""
         dims = self.granularity.scale_dims(x.ndim, dynamic=True)
-        kind = "minmax" if self.observer_kind == "moving_average" else self.observer_kind
-        options = {k: v for k, v in self.observer_options.items() if k != "averaging_constant"}
+        kind, options = self.observer_kind, self.observer_options
+        observer = OBSERVERS.get(kind)
         if self.mapping != "auto":
             lo, hi = estimate_range(x, dims, kind, bits=self.bits, mapping=self.mapping, **options)
             return choose_qparams(lo, hi, self.bits, self.mapping)
-        mse_mapping = resolve_mapping("auto", float(x.min())) if kind == "mse" else "symmetric"
-        lo, hi = estimate_range(x, dims, kind, bits=self.bits, mapping=mse_mapping, **options)
+        search = resolve_mapping("auto", float(x.min())) if observer.uses_mapping else "symmetric"
+        lo, hi = estimate_range(x, dims, kind, bits=self.bits, mapping=search, **options)
         sample_dims = tuple(range(1, x.ndim))
         # a min-max ``lo`` holds every group's minimum, so the sample minimum needs no new pass
-        source = lo if kind == "minmax" else x.detach()
+        source = lo if observer.lo_is_group_min else x.detach()
         sample_min = torch.amin(source, dim=sample_dims, keepdim=True) if sample_dims else source
         unsigned = sample_min >= 0
         if bool(unsigned.all()) or not bool(unsigned.any()):
@@ -232,9 +272,11 @@ class ActivationQuantizer(nn.Module):
 class WeightQuantizer(nn.Module):
     """Fake-quantizes a weight once and caches the result until the weight changes.
 
-    The cache key is ``(data_ptr, version counter, device, dtype)`` of the weight, so in-place
-    edits, ``load_state_dict`` and ``.to(device)`` all trigger a recomputation; a forward costs
-    one tuple comparison otherwise.
+    The cache key is ``(data_ptr, version counter, device, dtype)`` of the weight plus the
+    transforms themselves, so in-place edits, ``load_state_dict``, ``.to(device)`` and adding,
+    removing or replacing a transform all trigger a recomputation; a forward costs one tuple
+    comparison otherwise. A transform that changes its own state must be replaced (or
+    :meth:`invalidate` called).
 
     Args:
         bits: grid bits, 2..16.
@@ -246,7 +288,7 @@ class WeightQuantizer(nn.Module):
     Attributes:
         transforms: callables ``fn(weight) -> weight`` applied before quantization, in order:
             the hook where weight-transforming PTQ algorithms (SmoothQuant scaling, rotations)
-            plug in. Changing the list clears the cache via :meth:`invalidate`.
+            plug in.
     """
 
     def __init__(
@@ -260,6 +302,8 @@ class WeightQuantizer(nn.Module):
         self.label = label
         self.qmin, self.qmax = quant_range(bits, mapping)
         self.transforms: list[Callable[[torch.Tensor], torch.Tensor]] = []
+        self.enabled = True
+        self.learnable = False
         self._key: tuple | None = None
         self._cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
@@ -267,26 +311,50 @@ class WeightQuantizer(nn.Module):
         """Drop the cached quantized weight."""
         self._key, self._cache = None, None
 
+    def _transformed(self, weight: torch.Tensor) -> torch.Tensor:
+        for transform in self.transforms:
+            weight = transform(weight)
+        return weight
+
     def _refresh(self, weight: torch.Tensor) -> None:
         key = (weight.data_ptr(), weight._version, weight.device, weight.dtype)
-        if key == self._key and self._cache is not None:
+        key += (tuple(self.transforms),)
+        if self._cache is not None and _same_key(key, self._key):
             return
         with torch.no_grad():
-            w = weight.detach()
-            for transform in self.transforms:
-                w = transform(w)
+            w = self._transformed(weight.detach())
             check_finite(w, f"weight {self.label}")
-            dims = self.granularity.scale_dims(w.ndim)
-            lo, hi = estimate_range(
-                w, dims, self.observer_kind, bits=self.bits, mapping=self.mapping
-            )
-            scale, zp, _, _ = choose_qparams(lo, hi, self.bits, self.mapping)
-            fq = fake_quantize(w.float().contiguous(), scale, zp, self.qmin, self.qmax)
-            codes = quantize_codes(w.float(), scale, zp, self.qmin, self.qmax)
+            fq, codes, scale, zp = self._compute(w)
         self._cache = (fq.to(weight.dtype), codes, scale, zp)
         self._key = key
 
+    def _compute(self, w: torch.Tensor) -> tuple:
+        """``(fake-quantized weight, codes, scale, zero point)`` of a transformed weight."""
+        dims = self.granularity.scale_dims(w.ndim)
+        lo, hi = estimate_range(w, dims, self.observer_kind, bits=self.bits, mapping=self.mapping)
+        scale, zp, _, _ = choose_qparams(lo, hi, self.bits, self.mapping)
+        fq = fake_quantize(w.float().contiguous(), scale, zp, self.qmin, self.qmax)
+        codes = quantize_codes(w.float(), scale, zp, self.qmin, self.qmax)
+        return fq, codes, scale, zp
+
+    def make_learnable(self, weight: torch.Tensor) -> list[nn.Parameter]:
+        """Start from ``weight``'s scale and zero point as parameters (returned) for QAT; the
+        forward then quantizes the live weight differentiably (no cache)."""
+        self._refresh(weight)
+        _, _, scale, zp = self._cache
+        if zp is None:
+            raise QuantError(f"{self.label}: learnable scales need an integer weight grid")
+        self.scale = nn.Parameter(scale.detach().clone())
+        self.offset = nn.Parameter(zp.float())
+        self.learnable = True
+        return [self.scale, self.offset]
+
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return weight
+        if self.learnable:
+            w = self._transformed(weight)
+            return fake_quantize_ste(w, self.scale, self.offset, self.qmin, self.qmax)
         self._refresh(weight)
         return self._cache[0]
 
@@ -302,3 +370,10 @@ class WeightQuantizer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, {self.scheme}"
+
+
+def _same_key(key: tuple, cached: tuple | None) -> bool:
+    """Equal weight identity and the very same transform objects (compared by identity)."""
+    if cached is None or key[:-1] != cached[:-1] or len(key[-1]) != len(cached[-1]):
+        return False
+    return all(a is b for a, b in zip(key[-1], cached[-1], strict=True))

@@ -28,6 +28,15 @@ Every choice the published MedQuanBench definitions leave open is a field here, 
   (weights and inputs), and the two attention matmuls Q.K^T and A.V (all four operands) of
   MONAI's SABlock and WindowAttention and of ``nn.MultiheadAttention``. Softmax, norms,
   residual adds and pooling stay in float32.
+- **Names are checked against their registries**: the granularity policy
+  (:mod:`benchmark.quant.policies`), the observer (:mod:`benchmark.quant.observers`), the
+  algorithm (:mod:`benchmark.quant.algorithms`), ``exclude_types`` (the quantizable classes),
+  and the precision (:mod:`benchmark.quant.formats`). A granularity, observer or algorithm
+  that does not apply to the precision is an error rather than ignored: ``fp32``/``fp16``/
+  ``bf16`` take ``granularity="none"``, ``observer="none"``, ``algorithm="none"`` (left unset,
+  they default to these); block formats (MX, NVFP4, ``wNaM_gK``) take
+  ``granularity="per_block"`` and ``observer="minmax"``, and like FP8 have no asymmetric grid;
+  the ``histogram`` observer searches uniform integer grids only.
 - **Float precisions**: ``fp16`` and ``bf16`` are a full cast of the model and its input (not
   autocast): every op, normalisation and accumulation runs in the storage precision, which is what
   a half-precision deployment does, and it is deterministic for a given device. On CPU both work in
@@ -36,57 +45,55 @@ Every choice the published MedQuanBench definitions leave open is a field here, 
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
 
+from benchmark.quant.algorithms import ALGORITHMS
 from benchmark.quant.errors import QuantSpecError
+from benchmark.quant.formats import Precision, precision_format
+from benchmark.quant.handlers import type_names
+from benchmark.quant.observers import OBSERVERS
+from benchmark.quant.policies import POLICIES
 
 __all__ = ["QuantSpec", "parse_precision", "SPEC_VERSION"]
 
 SPEC_VERSION = 1
 FLOAT_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-GRANULARITIES = ("per_tensor", "per_channel_token", "adaptive")
-OBSERVERS = ("minmax", "moving_average", "percentile", "mse")
 ACT_MAPPINGS = ("auto", "symmetric", "asymmetric")
 WEIGHT_MAPPINGS = ("symmetric", "asymmetric")
 POSITION_SCALES = ("dynamic", "static")
-_PRECISION_RE = re.compile(r"^w(\d+)a(\d+)$")
+# defaults per precision family of the fields a family fixes
+_FAMILY_DEFAULTS = {
+    "cast": {"granularity": "none", "observer": "none"},
+    "scaled": {"granularity": "per_tensor", "observer": "minmax"},
+    "block": {"granularity": "per_block", "observer": "minmax"},
+}
+# fields added after ranges files were first keyed: they enter calibration_key() only when they
+# differ from the value that reproduces the earlier behaviour, so existing files keep their key
+_KEYED_WHEN_SET = {"algorithm": "none", "algorithm_options": "", "histogram_bins": 2048}
 
 
 def parse_precision(precision: str) -> tuple[int | None, int | None]:
     """Bits of weights and activations from a precision string.
 
     Args:
-        precision: ``fp32``, ``fp16``, ``bf16`` or ``wNaM`` with N, M in 2..16 (``w4a8``).
+        precision: a name of :mod:`benchmark.quant.formats` (``fp32``, ``w4a8``, ``fp8_e4m3``,
+            ``mxfp4``, ``nvfp4``, ``w4a16_g128``, ...).
 
     Returns:
-        ``(w_bits, a_bits)``; ``(None, None)`` for float precisions.
+        ``(w_bits, a_bits)`` (element bits of the formats); ``(None, None)`` for fp32/fp16/bf16.
 
     Raises:
         QuantSpecError: the string does not parse or a bit width is outside 2..16.
     """
-    text = str(precision).strip().lower()
-    if text in FLOAT_PRECISIONS:
-        return None, None
-    match = _PRECISION_RE.match(text)
-    if match is None:
-        raise QuantSpecError(
-            f"precision={precision!r} does not parse; use one of fp32, fp16, bf16 or wNaM "
-            "with N, M in 2..16 (e.g. w8a8, w4a8)"
-        )
-    w_bits, a_bits = int(match.group(1)), int(match.group(2))
-    for label, bits in (("weight", w_bits), ("activation", a_bits)):
-        if not 2 <= bits <= 16:
-            raise QuantSpecError(
-                f"precision={precision!r}: {label} bits {bits} is outside 2..16; pick N, M in 2..16"
-            )
-    return w_bits, a_bits
+    fmt = precision_format(precision)
+    return fmt.w_bits, fmt.a_bits
 
 
 def _check_choice(field: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -99,10 +106,14 @@ class QuantSpec:
     """What to quantize and how; see the module docstring for the policy behind each default.
 
     Args:
-        precision: ``fp32``, ``fp16``, ``bf16`` or ``wNaM`` (N weight bits, M activation bits).
-        granularity: ``per_tensor``, ``per_channel_token`` or ``adaptive``.
-        observer: activation range estimator: ``minmax``, ``moving_average``, ``percentile``
-            or ``mse``.
+        precision: ``fp32``, ``fp16``, ``bf16``, ``wNaM`` (N weight bits, M activation bits) or
+            another format of :mod:`benchmark.quant.formats` (``fp8_e4m3``, ``mxfp4``, ...).
+        granularity: a policy of :mod:`benchmark.quant.policies`: ``per_tensor``,
+            ``per_channel_token``, ``adaptive``, ``per_block`` or ``none``; unset: the
+            precision's default (``per_tensor``, ``per_block`` or ``none``).
+        observer: activation range estimator of :mod:`benchmark.quant.observers`: ``minmax``,
+            ``moving_average``, ``percentile``, ``mse`` or ``histogram``; unset: ``minmax``
+            (``none`` for fp32/fp16/bf16).
         act_mapping: activation grid: ``auto`` (unsigned when calibrated min >= 0, else
             symmetric), ``symmetric`` or ``asymmetric``.
         weight_mapping: weight grid: ``symmetric`` or ``asymmetric``.
@@ -113,6 +124,9 @@ class QuantSpec:
         averaging_constant: EMA weight of a new batch in the ``moving_average`` observer.
         mse_grid: number of clipping ratios the ``mse`` observer tries.
         mse_min_ratio: smallest clipping ratio (fraction of the min-max range) it tries.
+        histogram_bins: bins of the ``histogram`` observer (a power of two).
+        algorithm: a method of :mod:`benchmark.quant.algorithms` (``none``: round to nearest).
+        algorithm_options: the algorithm's options (a mapping; stored as sorted pairs).
         large_kernel_per_voxel: with ``adaptive``, give convolutions with kernels larger than
             1x1x1 per-voxel input scales too (one per kernel position once factorized).
         quantize_attention: quantize the Q.K^T and A.V matmul operands.
@@ -131,8 +145,8 @@ class QuantSpec:
     """
 
     precision: str = "fp32"
-    granularity: str = "per_tensor"
-    observer: str = "minmax"
+    granularity: str | None = None
+    observer: str | None = None
     act_mapping: str = "auto"
     weight_mapping: str = "symmetric"
     weight_observer: str = "minmax"
@@ -142,6 +156,9 @@ class QuantSpec:
     averaging_constant: float = 0.1
     mse_grid: int = 20
     mse_min_ratio: float = 0.2
+    histogram_bins: int = 2048
+    algorithm: str = "none"
+    algorithm_options: Any = ()
     large_kernel_per_voxel: bool = False
     quantize_attention: bool = True
     include: tuple[str, ...] = ()
@@ -152,9 +169,14 @@ class QuantSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", str(self.precision).strip().lower())
-        parse_precision(self.precision)
-        _check_choice("granularity", self.granularity, GRANULARITIES)
-        _check_choice("observer", self.observer, OBSERVERS)
+        fmt = precision_format(self.precision)
+        for name, default in _FAMILY_DEFAULTS[fmt.family].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
+        options = self.algorithm_options
+        pairs = sorted(dict(options).items()) if isinstance(options, Mapping) else list(options)
+        object.__setattr__(self, "algorithm_options", tuple(tuple(p) for p in pairs))
+        self._check_registered(fmt)
         _check_choice("act_mapping", self.act_mapping, ACT_MAPPINGS)
         _check_choice("weight_mapping", self.weight_mapping, WEIGHT_MAPPINGS)
         _check_choice("weight_observer", self.weight_observer, ("minmax", "mse"))
@@ -167,6 +189,9 @@ class QuantSpec:
             raise QuantSpecError(
                 f"QuantSpec.averaging_constant={self.averaging_constant} must be in (0, 1]"
             )
+        bins = int(self.histogram_bins)
+        if bins < 2 or bins & (bins - 1):
+            raise QuantSpecError(f"QuantSpec.histogram_bins={bins} must be a power of two >= 2")
         if int(self.mse_grid) < 2 or not 0.0 < float(self.mse_min_ratio) < 1.0:
             raise QuantSpecError(
                 f"QuantSpec.mse_grid={self.mse_grid} must be >= 2 and "
@@ -178,10 +203,48 @@ class QuantSpec:
                 value = (value,)
             items = tuple(v.__name__ if isinstance(v, type) else str(v) for v in value)
             object.__setattr__(self, name, items)
+        _check_type_names(self.exclude_types)
+
+    def _check_registered(self, fmt: Precision) -> None:
+        """Registered names that apply to the precision's family (see the module docstring)."""
+        family = fmt.family
+        policy = POLICIES.get(self.granularity)
+        if policy.precision_kind != family:
+            fitting = [n for n in POLICIES.names() if POLICIES.get(n).precision_kind == family]
+            raise QuantSpecError(
+                f"QuantSpec(precision={self.precision!r}, granularity={self.granularity!r}): "
+                f"{self.precision} takes granularity {' or '.join(fitting)}"
+            )
+        cast = family == "cast"
+        if cast and (self.observer != "none" or self.algorithm != "none"):
+            raise QuantSpecError(
+                f"precision={self.precision} quantizes nothing: use observer='none' and "
+                f"algorithm='none' (got {self.observer!r}, {self.algorithm!r})"
+            )
+        if not cast:
+            OBSERVERS.get(self.observer)
+            ALGORITHMS.get(self.algorithm)
+        if family == "block" and (self.observer != "minmax" or self.weight_observer != "minmax"):
+            raise QuantSpecError(
+                f"precision={self.precision} takes each block's scale from the block's maximum: "
+                f"use observer='minmax' and weight_observer='minmax'"
+            )
+        kinds = {fmt.weight.kind, fmt.activation.kind} if not cast else set()
+        if kinds & {"float", "mx", "nvfp4"}:
+            if "asymmetric" in (self.act_mapping, self.weight_mapping):
+                raise QuantSpecError(
+                    f"precision={self.precision} has signed floating-point grids only: use "
+                    "act_mapping='auto' or 'symmetric' and weight_mapping='symmetric'"
+                )
+            if self.observer == "histogram":
+                raise QuantSpecError(
+                    f"observer='histogram' searches uniform integer grids; with "
+                    f"precision={self.precision} use minmax, moving_average, percentile or mse"
+                )
 
     @classmethod
     def from_strings(
-        cls, precision: str, granularity: str = "per_tensor", observer: str = "minmax", **options
+        cls, precision: str, granularity: str | None = None, observer: str | None = None, **options
     ) -> QuantSpec:
         """Build from the three sweep strings plus keyword options (same validation)."""
         return cls(precision=precision, granularity=granularity, observer=observer, **options)
@@ -216,13 +279,18 @@ class QuantSpec:
         return cls(**values)
 
     @property
+    def format(self) -> Precision:
+        """The parsed precision: family and the number format of weights and activations."""
+        return precision_format(self.precision)
+
+    @property
     def w_bits(self) -> int | None:
-        """Weight bits, ``None`` for float precisions."""
+        """Weight (element) bits, ``None`` for float precisions."""
         return parse_precision(self.precision)[0]
 
     @property
     def a_bits(self) -> int | None:
-        """Activation bits, ``None`` for float precisions."""
+        """Activation (element) bits, ``None`` for float precisions."""
         return parse_precision(self.precision)[1]
 
     @property
@@ -239,6 +307,8 @@ class QuantSpec:
         """Every choice as flat JSON-able scalars (lists joined by ``,``) for result rows."""
         out: dict[str, Any] = {}
         for key, value in asdict(self).items():
+            if key == "algorithm_options":
+                value = tuple(f"{k}={v}" for k, v in value)
             out[key] = ",".join(value) if isinstance(value, tuple) else value
         out["w_bits"] = self.w_bits
         out["a_bits"] = self.a_bits
@@ -251,5 +321,22 @@ class QuantSpec:
         Use it in a ranges file name together with the model name and a calibration-set id:
         ``f"{model}_{spec.calibration_key()}_{calib_id}.pt"``.
         """
-        payload = json.dumps(self.to_dict(), sort_keys=True)
+        row = self.to_dict()
+        for key, unset in _KEYED_WHEN_SET.items():
+            if row[key] == unset:
+                del row[key]
+        payload = json.dumps(row, sort_keys=True)
         return hashlib.sha1(payload.encode()).hexdigest()[:12]
+
+
+def _check_type_names(names: tuple[str, ...]) -> None:
+    """``exclude_types`` must name quantizable classes, so that a typo cannot pass unnoticed."""
+    valid = type_names()
+    for name in names:
+        if name not in valid:
+            close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise QuantSpecError(
+                f"QuantSpec.exclude_types: {name!r} is not a quantizable type; {hint}"
+                f"valid: {', '.join(valid)}"
+            )

@@ -42,9 +42,10 @@ CALIBRATION_RULE = (
     "<= 5 pp -> 2, else 1"
 )
 DEPLOYMENT_RULE = (
-    "floor of the mean of a speed-up score (ort_fp32 p50 / ort_int8_static p50 at the largest "
-    "batch: >= 2x -> 5, >= 1.5x -> 4, >= 1.1x -> 3, >= 0.9x -> 2, else 1) and a size score "
-    "(int8 size / fp32 size: <= 0.3 -> 5, <= 0.5 -> 4, <= 0.75 -> 3, <= 1 -> 2, else 1)"
+    "floor of the mean of a speed-up score of the recommended backend, the fastest one that "
+    "passed the gate (ort_int8_static when none did): ort_fp32 p50 / its p50 at the largest "
+    "batch: >= 2x -> 5, >= 1.5x -> 4, >= 1.1x -> 3, >= 0.9x -> 2, else 1; and a size score "
+    "(its size / ort_fp32 size: <= 0.3 -> 5, <= 0.5 -> 4, <= 0.75 -> 3, <= 1 -> 2, else 1)"
 )
 VALIDATION_RULE = (
     "static INT8 gate accepted and batch-consistent with fake-quant agreement "
@@ -177,38 +178,87 @@ def calibration(sweep: SweepEvidence, deploy: DeployEvidence | None) -> Criterio
 
 
 def deployment(deploy: DeployEvidence | None) -> Criterion:
-    if deploy is None or not deploy.speedup:
+    backend = deploy.recommended() if deploy is not None else None
+    backend = backend or "ort_int8_static"
+    speeds = deploy.speedups.get(backend, {}) if deploy is not None else {}
+    if not speeds:
         measured = {"speed-up": "not measured", "size": "not measured"}
         return Criterion(
             "Deployment constraints", None, DEPLOYMENT_RULE, measured, "no deployment run"
         )
-    batch = max(deploy.speedup)
-    speed = deploy.speedup[batch]
-    ratio = deploy.size_mb.get("ort_int8_static", math.nan) / deploy.size_mb.get(
-        "ort_fp32", math.nan
-    )
+    batch = max(speeds)
+    speed = speeds[batch]
+    ratio = deploy.size_mb.get(backend, math.nan) / deploy.size_mb.get("ort_fp32", math.nan)
+    accepted = deploy.gate.get(backend, (False, ""))[0]
     measured = {
-        f"static INT8 vs ONNX Runtime FP32 at batch {b}": f"{speed_text(s)} (p50 ratio {s:.2f})"
-        for b, s in sorted(deploy.speedup.items())
+        "recommended backend": f"{backend} ({'passed' if accepted else 'no backend passed'} "
+        "the gate)"
     }
-    measured["size (MB) ort_fp32 -> ort_int8_static"] = (
+    measured.update(
+        {
+            f"{_name(backend)} vs ONNX Runtime FP32 at batch {b}": (
+                f"{speed_text(s)} (p50 ratio {s:.2f})"
+            )
+            for b, s in sorted(speeds.items())
+        }
+    )
+    others = {b: v[batch] for b, v in deploy.speedups.items() if batch in v and b not in (backend,)}
+    measured[f"other backends at batch {batch} (p50 ratio; gate)"] = ", ".join(
+        f"{b} {v:.2f} ({_gate_word(deploy, b)})" for b, v in sorted(others.items())
+    )
+    measured[f"size (MB) ort_fp32 -> {backend}"] = (
         f"{deploy.size_mb.get('ort_fp32', math.nan):.3f} -> "
-        f"{deploy.size_mb.get('ort_int8_static', math.nan):.3f} ({ratio:.2f}x)"
+        f"{deploy.size_mb.get(backend, math.nan):.3f} ({ratio:.2f}x)"
     )
-    fraction = deploy.integer_conv_fraction.get("ort_int8_static", math.nan)
+    fraction = deploy.integer_conv_fraction.get(backend, math.nan)
     measured["convolutions in integer kernels"] = pct(fraction)
-    measured["float compute ops left (static INT8)"] = (
-        ", ".join(deploy.float_ops.get("ort_int8_static", [])) or "none"
+    measured[f"float compute ops left ({backend})"] = (
+        ", ".join(deploy.float_ops.get(backend, [])) or "none"
     )
+    measured.update(_policy_lines(deploy))
     measured["hardware"] = deploy.hardware
     speed_score = score_by_thresholds(speed, (2.0, 1.5, 1.1, 0.9), higher_is_better=True)
     size_score = score_by_thresholds(ratio, (0.3, 0.5, 0.75, 1.0), higher_is_better=False)
     score = (speed_score + size_score) // 2
     why = (
-        f"INT8 {speed_text(speed)} (p50 ratio {speed:.2f}) -> {speed_score}, size ratio "
+        f"{backend} {speed_text(speed)} (p50 ratio {speed:.2f}) -> {speed_score}, size ratio "
         f"{ratio:.2f} -> {size_score}; floor(mean) = {score}"
     )
     return Criterion("Deployment constraints", score, DEPLOYMENT_RULE, measured, why)
+
+
+def _name(backend: str) -> str:
+    return "static INT8" if backend == "ort_int8_static" else backend
+
+
+def _gate_word(deploy: DeployEvidence, backend: str) -> str:
+    if backend not in deploy.gate:
+        return "reference" if backend in ("ort_fp32", "torch_fp32") else "not gated"
+    return "accepted" if deploy.gate[backend][0] else "rejected"
+
+
+def _policy_lines(deploy: DeployEvidence) -> dict[str, str]:
+    """One line per INT8 backend: each layer policy's batch-1 speed-up, and the deployed
+    policy's float layers."""
+    lines = {}
+    if not deploy.policies.empty:
+        for backend, group in deploy.policies.groupby("backend"):
+            lines[f"layer policies of {backend} (batch 1 p50 ratio; INT8 convolutions)"] = (
+                ", ".join(
+                    f"{r.policy} {r.speedup:.2f}x ({pct(r.int8_convs)})" for r in group.itertuples()
+                )
+            )
+    if not deploy.layers.empty:
+        for (backend, policy), group in deploy.layers.groupby(["backend", "policy"]):
+            kept = group[~group["int8"]]["layer"].astype(str).tolist()
+            fell = group[group["int8"] & ~group["executed_int8"]]["layer"].astype(str).tolist()
+            text = f"{len(group) - len(kept)} of {len(group)} INT8; float: " + (
+                ", ".join(kept) or "none"
+            )
+            if fell:
+                text += f"; quantized but run in float (no integer kernel): {', '.join(fell)}"
+            lines[f"layer choice of {backend} ({policy})"] = text
+    return lines
 
 
 def validation(deploy: DeployEvidence | None, tolerance: float) -> Criterion:

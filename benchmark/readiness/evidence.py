@@ -9,7 +9,10 @@ Definitions used throughout:
 
 * mean DSC of a configuration = mean over (dataset, foreground class) of the mean over cases;
 * relative drop = ``(fp32 - config) / fp32`` of that mean (positive = worse), per class likewise;
-* speed-up = ``p50(ort_fp32) / p50(ort_int8_static)`` at the same batch size.
+* speed-up = ``p50(ort_fp32) / p50(backend)`` at the same batch size (``speedup``: the static
+  INT8 backend's; ``speedups``: every backend's);
+* recommended backend = the fastest (largest speed-up at the largest timed batch) of those
+  whose gate accepted them.
 """
 
 from __future__ import annotations
@@ -157,6 +160,11 @@ class DeployEvidence:
         latency: ``backend``, ``batch_size``, ``latency_p50_ms``, ``throughput`` per row.
         size_mb: backend -> size on disk.
         speedup: batch size -> ``p50(ort_fp32) / p50(ort_int8_static)``.
+        speedups: backend -> batch size -> ``p50(ort_fp32) / p50(backend)``.
+        policies: per compared ``(backend, policy)``: ``speedup`` (batch 1, timed beside
+            ``ort_fp32``) and ``int8_convs`` (share of convolutions in INT8); may be empty.
+        layers: the deployed per-layer choice: ``backend``, ``policy``, ``layer``,
+            ``op_type``, ``int8``, ``executed_int8``, ``note``; may be empty.
         integer_conv_fraction: backend -> share of convolutions in integer kernels.
         float_ops: backend -> executed float compute op types (e.g. ``ConvTranspose``).
         gate: backend -> ``(accepted, note)``.
@@ -181,6 +189,18 @@ class DeployEvidence:
     mean_metric: dict[tuple[str, str], float]
     hardware: str
     n_cases: int
+    speedups: dict[str, dict[int, float]] = field(default_factory=dict)
+    policies: pd.DataFrame = field(default_factory=pd.DataFrame)
+    layers: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def recommended(self) -> str | None:
+        """The fastest gate-accepted backend at the largest timed batch, or ``None``."""
+        accepted = [b for b, (ok, _) in self.gate.items() if ok and b in self.speedups]
+        if not accepted:
+            return None
+        batch = max(max(self.speedups[b]) for b in accepted)
+        timed = [b for b in accepted if batch in self.speedups[b]]
+        return max(timed, key=lambda b: self.speedups[b][batch]) if timed else None
 
     def rel_drop(self, backend: str = "ort_int8_static") -> float:
         """Relative drop of the backend's mean DSC against ``torch_fp32``."""
@@ -210,10 +230,12 @@ def deploy_evidence(results: pd.DataFrame, model: str) -> DeployEvidence | None:
     p50 = (
         latency.set_index(["backend", "batch_size"])["latency_p50_ms"] if not latency.empty else {}
     )
-    speedup = {}
-    for batch in sorted(set(latency.get("batch_size", []))):
-        if ("ort_fp32", batch) in p50 and ("ort_int8_static", batch) in p50:
-            speedup[int(batch)] = float(p50[("ort_fp32", batch)] / p50[("ort_int8_static", batch)])
+    speedups: dict[str, dict[int, float]] = {}
+    for backend, batch in p50.index if len(p50) else []:
+        if ("ort_fp32", batch) in p50:
+            ratio = float(p50[("ort_fp32", batch)] / p50[(backend, batch)])
+            speedups.setdefault(str(backend), {})[int(batch)] = ratio
+    speedup = dict(sorted(speedups.get("ort_int8_static", {}).items()))
     ops = metric("op_count")
     float_ops = {
         b: sorted(g.loc[g["op_kind"] == "float_compute", "op_type"].unique())
@@ -256,6 +278,49 @@ def deploy_evidence(results: pd.DataFrame, model: str) -> DeployEvidence | None:
         if not metric("latency_p50_ms").empty
         else "not measured",
         n_cases=int(agreement["case"].nunique()),
+        speedups=speedups,
+        policies=_policies(rows),
+        layers=_layers(rows),
+    )
+
+
+def _policies(rows: pd.DataFrame) -> pd.DataFrame:
+    """Speed-up and INT8 share of each compared (backend, layer policy)."""
+    if "policy" not in rows.columns:
+        return pd.DataFrame()
+    compared = rows[rows["metric"].isin(["policy_speedup", "policy_int8_conv_fraction"])]
+    if compared.empty:
+        return pd.DataFrame()
+    table = compared.pivot_table(index=["backend", "policy"], columns="metric", values="value")
+    names = {"policy_speedup": "speedup", "policy_int8_conv_fraction": "int8_convs"}
+    return table.rename(columns=names).reset_index()
+
+
+def _layers(rows: pd.DataFrame) -> pd.DataFrame:
+    """The deployed per-layer choice (``layer_int8`` rows) with what really executes."""
+    if "layer" not in rows.columns:
+        return pd.DataFrame()
+    chosen = rows[rows["metric"] == "layer_int8"]
+    executed = rows[rows["metric"] == "layer_executed_int8"]
+    deployed = chosen.merge(
+        executed[["backend", "policy", "layer"]], on=["backend", "policy", "layer"]
+    )
+    if deployed.empty:
+        return pd.DataFrame()
+    ran = executed.set_index(["backend", "layer"])["value"]
+    return pd.DataFrame(
+        {
+            "backend": deployed["backend"].to_numpy(),
+            "policy": deployed["policy"].to_numpy(),
+            "layer": deployed["layer"].to_numpy(),
+            "op_type": deployed["op_type"].to_numpy(),
+            "int8": deployed["value"].astype(bool).to_numpy(),
+            "executed_int8": [
+                bool(ran.get((b, layer), False))
+                for b, layer in zip(deployed["backend"], deployed["layer"], strict=True)
+            ],
+            "note": deployed["note"].to_numpy(),
+        }
     )
 
 

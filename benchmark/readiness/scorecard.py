@@ -89,13 +89,16 @@ def _recommendation(
     """One recommendation; "proceed" only when a deployed static INT8 model passed the gate."""
     best = sweep.best("w8a8")
     gated = deploy is not None and "ort_int8_static" in deploy.gate
-    accepted = gated and deploy.gate["ort_int8_static"][0]
-    if accepted:
+    chosen = deploy.recommended() if deploy is not None else None
+    int8_passed = deploy is not None and any(
+        ok and "int8" in b for b, (ok, _) in deploy.gate.items()
+    )
+    if int8_passed:
         point = deploy.point
         text = (
             f"Proceed with W8A8 PTQ per-channel ({point.get('granularity')} granularity, "
             f"{point.get('observer')} observer, {point.get('calib_n')} calibration patches): "
-            "the ONNX Runtime INT8 model passed the accuracy gate."
+            f"{_deploy_text(deploy, chosen)}"
         )
     elif gated:
         drop, reason = deploy.rel_drop(), deploy.gate["ort_int8_static"][1]
@@ -123,15 +126,31 @@ def _recommendation(
             f" The assessment is incomplete: {', '.join(missing)} not measured (counted 0 in the "
             "overall score; What to run lists the commands)."
         )
-    if deploy is not None and deploy.speedup:
-        batch = max(deploy.speedup)
-        speed = deploy.speedup[batch]
+    backend = chosen or "ort_int8_static"
+    speeds = deploy.speedups.get(backend, {}) if deploy is not None else {}
+    if speeds:
+        batch = max(speeds)
+        speed = speeds[batch]
         if speed < 1.1:
             text += (
-                f" Note: on this hardware the static INT8 model is {speed_text(speed)} than "
-                f"ONNX Runtime FP32 at batch {batch}; the gain is the smaller model."
+                f" Note: on this hardware {backend} is {speed_text(speed)} than ONNX Runtime "
+                f"FP32 at batch {batch}; the gain is the smaller model."
             )
     return text
+
+
+def _deploy_text(deploy: DeployEvidence, chosen: str | None) -> str:
+    """Which backend to serve and how fast it is, from the gate and the timed speed-ups."""
+    speeds = deploy.speedups.get(chosen or "", {})
+    if chosen is None or not speeds:
+        return "an INT8 model passed the accuracy gate."
+    batch = max(speeds)
+    what = "INT8" if "int8" in chosen else "float"
+    return (
+        f"deploy {chosen} ({what}), the fastest backend that passed the accuracy gate "
+        f"({speed_text(speeds[batch])} than ONNX Runtime FP32 at batch {batch}), with the FP32 "
+        "model kept as its run-time fallback."
+    )
 
 
 def _by_drop(drop: float, what: str) -> str:

@@ -12,7 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.deploy.ort_quant import calibrate_method_for, quantize_static_onnx
+from benchmark.deploy.ort_quant import (
+    calibrate_method_for,
+    needs_reduce_range,
+    quantize_static_onnx,
+)
 from benchmark.deploy.session import make_session, run_session
 from benchmark.quant import QuantSpec, calibrate, quantize
 
@@ -33,6 +37,7 @@ def int8_logits(exported, calibration_batches, test_inputs, tmp_path_factory):
         calibration_batches,
         method=method,
         extra_options=extra,
+        reduce_range=needs_reduce_range(),  # 7-bit weights where the CPU has no VNNI
     )
     return run_session(make_session(path, threads=1), test_inputs.numpy())
 

@@ -91,3 +91,11 @@ def test_too_few_patches_for_the_batch_sizes():
 def test_consistency_tolerance_is_respected():
     result = BatchConsistency(True, (1, 2), 0.0, 0.0, 0.0)
     assert decide(BASELINE, BASELINE, batch=result).accepted
+
+
+def test_voxel_agreement_below_the_limit_rejects():
+    ok = decide({1: 0.8}, {1: 0.8}, voxel_agreement=0.999, min_agreement=0.995)
+    low = decide({1: 0.8}, {1: 0.8}, voxel_agreement=0.99, min_agreement=0.995)
+    assert ok.accepted and not low.accepted
+    assert low.reasons == ("voxel agreement with FP32 99.000% < 99.500%",)
+    assert decide({1: 0.8}, {1: 0.8}, min_agreement=0.995).accepted  # not measured: not checked

@@ -76,3 +76,16 @@ def test_size_mb_counts_bytes_in_millions(tmp_path):
 def test_hardware_info_names_cpu_and_versions():
     info = hardware_info()
     assert info["cpu_cores"] >= 1 and info["onnxruntime"] and info["torch"] and info["cpu"]
+
+
+def test_interleaved_latency_times_every_backend_in_each_round():
+    from benchmark.deploy.latency import interleaved_latency
+
+    order: list[str] = []
+    calls = {name: (lambda n=name: order.append(n)) for name in ("a", "b")}
+    stats = interleaved_latency(calls, batch_size=2, warmup=1, runs=4, rounds=2)
+    # warm-up a, b; then round 1: a a b b; round 2: a a b b
+    assert order == ["a", "b", "a", "a", "b", "b", "a", "a", "b", "b"]
+    assert stats["a"].runs == 4 and stats["b"].warmup == 1 and stats["a"].batch_size == 2
+    with pytest.raises(ValueError, match="rounds >= 1"):
+        interleaved_latency(calls, 1, rounds=0)

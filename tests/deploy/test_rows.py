@@ -58,7 +58,7 @@ def frame():
     rows.append({"backend": "torch_fp32", "case": "c0", "class": 1, "metric": "dsc", "value": 1.0})
     rows.append(
         {
-            "backend": "ort_fp16",
+            "backend": "ort_cuda_fp16",
             "metric": "backend_available",
             "value": 0.0,
             "note": "skipped: no GPU",
@@ -90,6 +90,34 @@ def test_summary_table_derives_speedup_and_gate(frame):
     assert table.loc["ort_int8_static", "int_conv_share"] == 0.75
     assert table.loc["ort_int8_static", "dsc_drop_%"] == pytest.approx(20.0)
     assert table.loc["torch_fp32", "dsc_drop_%"] == 0.0
-    assert "ort_fp16" not in table.index
+    assert "ort_cuda_fp16" not in table.index
     text = format_summary(frame)
-    assert "ort_int8_static: accepted" in text and "ort_fp16: skipped: no GPU" in text
+    assert "ort_int8_static: accepted" in text and "ort_cuda_fp16: skipped: no GPU" in text
+
+
+def test_layer_rows_report_choice_execution_and_measured_times():
+    from benchmark.deploy.layer_policy import ConvShape, LayerChoice
+    from benchmark.deploy.rows import layer_rows
+    from benchmark.deploy.summary import policy_table
+
+    up = ConvShape("ConvTranspose", 8, 8, (2, 2, 2), (2, 2, 2), 1, (4, 4, 4), (0,) * 6)
+    choices = [LayerChoice("up", up, True, "policy all", 1.0, 1.5)]
+    rows = layer_rows("ort_int8_static", "all", choices, {"up": False})
+    by_metric = {r["metric"]: r for r in rows}
+    assert by_metric["layer_int8"]["value"] == 1.0
+    assert by_metric["layer_executed_int8"]["value"] == 0.0
+    assert "no integer kernel" in by_metric["layer_executed_int8"]["note"]
+    assert (
+        by_metric["layer_int8_ms"]["value"] == 1.5 and by_metric["layer_float_ms"]["note"] == up.key
+    )
+    policy = [
+        {"backend": "openvino_int8", "policy": p, "metric": m, "value": v}
+        for p, m, v in (
+            ("all", "policy_speedup", 2.0),
+            ("all", "policy_latency_p50_ms", 5.0),
+            ("latency_aware", "policy_speedup", 2.5),
+        )
+    ]
+    table = policy_table(to_frame(policy, {"model": "tiny"}))
+    assert table.loc[("openvino_int8", "latency_aware"), "speedup@b1"] == 2.5
+    assert table.loc[("openvino_int8", "all"), "p50_ms@b1"] == 5.0

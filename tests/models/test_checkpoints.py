@@ -201,6 +201,7 @@ def _plans(features=(4, 8)) -> dict:
                 },
             },
             "3d_cascade_fullres": {"inherits_from": "3d_fullres", "previous_stage": "3d_lowres"},
+            "3d_fullres_bs4": {"inherits_from": "3d_fullres", "batch_size": 4},
         },
     }
 
@@ -243,8 +244,14 @@ def test_nnunet_folder_builds_network_from_plans_and_loads_weights(tmp_path):
 
 
 def test_nnunet_folder_resolves_inherited_configuration(tmp_path):
-    folder, source = _nnunet_folder(tmp_path, configuration="3d_cascade_fullres")
+    folder, source = _nnunet_folder(tmp_path, configuration="3d_fullres_bs4")
     assert _same_weights(source, open_nnunet_folder(folder).build_network())
+
+
+def test_nnunet_cascade_stage_is_refused(tmp_path):
+    folder, _ = _nnunet_folder(tmp_path, configuration="3d_cascade_fullres")
+    with pytest.raises(CheckpointError, match="cascade stage that needs the previous stage"):
+        open_nnunet_folder(folder)
 
 
 def test_nnunet_folder_as_registry_checkpoint(tmp_path):

@@ -12,6 +12,7 @@ import torch
 
 from benchmark.config import validate
 from benchmark.pipeline import RunContext, run_point
+from benchmark.pipeline.sources import open_source
 
 pytestmark = pytest.mark.slow
 
@@ -119,3 +120,14 @@ def test_quantized_run_calibrates_on_fold_training_cases(nnunet_training, folder
     plans = json.loads((nnunet_training.results / "plans.json").read_text())
     patch = plans["configurations"]["3d_fullres"]["patch_size"]
     assert set(rows["roi"]) == {"x".join(map(str, patch))}
+
+
+def test_a_case_read_back_from_the_cache_exports_identically(folder_cfg):
+    source = open_source(validate(folder_cfg("precision=fp32", "granularity=none")))
+    case_id = source.dataset.split("val")[0]
+    fresh = source.dataset.prepare(case_id)
+    cached = source.dataset.prepare(case_id)  # arrays from .npz, properties from .json
+    assert torch.equal(fresh.image, cached.image)
+    assert (fresh.label_preprocessed == cached.label_preprocessed).all()
+    logits = torch.randn(source.dataset.num_classes, *fresh.image.shape[1:]).half()
+    torch.testing.assert_close(fresh.restore(logits), cached.restore(logits), rtol=0, atol=0)

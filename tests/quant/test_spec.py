@@ -36,7 +36,7 @@ def test_bad_precision_names_the_value_and_the_fix(text):
     ("kwargs", "field"),
     [
         ({"granularity": "per_group"}, "granularity"),
-        ({"observer": "histogram"}, "observer"),
+        ({"observer": "kl_entropy"}, "observer"),
         ({"act_mapping": "unsigned"}, "act_mapping"),
         ({"percentile": 40.0}, "percentile"),
         ({"position_scales": "smooth"}, "position_scales"),

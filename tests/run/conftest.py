@@ -80,6 +80,7 @@ class FakeSpec:
     granularity: str = "per_tensor"
     observer: str = "minmax"
     percentile: float = 99.99
+    algorithm: str = "none"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
