@@ -102,7 +102,9 @@ class NnUNetCase:
         path.parent.mkdir(parents=True, exist_ok=True)
         # the writer picks the format from the file ending, so the temporary name keeps it
         tmp = path.with_name(f".{path.name}.tmp{self._owner.file_ending}")
-        self._owner.reader_writer.write_seg(segmentation.astype(np.uint8), str(tmp), self.properties)
+        self._owner.reader_writer.write_seg(
+            segmentation.astype(np.uint8), str(tmp), self.properties
+        )
         os.replace(tmp, path)
         return path
 
@@ -233,7 +235,9 @@ class NnUNetCases:
             self.dataset_json,
         )
         properties.pop("class_locations", None)
-        label = np.clip(np.asarray(seg[0]), 0, None).astype(np.int16)  # -1 marks outside the crop mask
+        label = np.clip(np.asarray(seg[0]), 0, None).astype(
+            np.int16
+        )  # -1 marks outside the crop mask
         return np.ascontiguousarray(data, dtype=np.float32), label, _json_ready(properties)
 
     def prepare(self, case_id: str) -> NnUNetCase:

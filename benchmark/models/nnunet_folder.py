@@ -142,7 +142,9 @@ def _network_weights(raw: Any, file: Path) -> dict[str, torch.Tensor]:
 
 def _head_channels(weights: Mapping[str, torch.Tensor]) -> int | None:
     """Output channels of the full-resolution segmentation head (``decoder.seg_layers`` last)."""
-    heads = sorted(k for k in weights if k.startswith("decoder.seg_layers.") and k.endswith(".weight"))
+    heads = sorted(
+        k for k in weights if k.startswith("decoder.seg_layers.") and k.endswith(".weight")
+    )
     if not heads:
         return None
     last = max(heads, key=lambda k: int(k.split(".")[2]))
@@ -155,7 +157,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: not readable JSON ({err}); restore it from the training") from err
+        raise CheckpointError(
+            f"{path}: not readable JSON ({err}); restore it from the training"
+        ) from err
 
 
 def _available_folds(folder: Path, checkpoint_name: str) -> list[str]:

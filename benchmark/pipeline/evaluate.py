@@ -178,9 +178,52 @@ def _score(cfg: DictConfig, case: Any, labels: np.ndarray, probs: torch.Tensor, 
 
 def _agreement_rows(case_id: str, agreement: dict[int, float]) -> list[dict[str, Any]]:
     return [
-        {"case": case_id, "class": k, "metric": FP32_AGREEMENT_METRIC, "value": v, "tolerance_mm": np.nan}
+        {
+            "case": case_id,
+            "class": k,
+            "metric": FP32_AGREEMENT_METRIC,
+            "value": v,
+            "tolerance_mm": np.nan,
+        }
         for k, v in agreement.items()
     ]
+
+
+def _score_cases(cfg, context: RunContext, source: ModelSource, qmodel: nn.Module, fp32_dir: Path):
+    """Predict and score each case of ``evaluation.split``; store (FP32) or compare with (not
+    FP32) the cached FP32 prediction.
+
+    Returns:
+        ``(records, inference_seconds, scoring_seconds)``.
+    """
+    dataset, floating = source.dataset, cfg.precision.name == "fp32"
+    foreground = [int(k) for k in sorted(dataset.labels) if int(k) != 0]
+    cases = list(dataset.split(cfg.evaluation.split))
+    if cfg.evaluation.max_cases is not None:
+        cases = cases[: int(cfg.evaluation.max_cases)]
+    records: list[dict[str, Any]] = []
+    inference_s = scoring_s = 0.0
+    bar = tqdm(cases, desc=context.run_id, unit="case", disable=not cfg.run.progress, leave=False)
+    for case_id in bar:
+        case = dataset.prepare(case_id)
+        start = time.perf_counter()
+        probs = source.probabilities(qmodel, case)
+        inference_s += time.perf_counter() - start
+        start = time.perf_counter()
+        pred = source.labels_of(probs, case)
+        records += [{"case": case_id, **row} for row in _score(cfg, case, pred, probs, foreground)]
+        scoring_s += time.perf_counter() - start
+        if cfg.evaluation.save_predictions:
+            _save_prediction(context, case, pred)
+        if floating:
+            path = fp32_dir / f"{case_id}.npz"
+            with cache.locked(path):
+                if not path.is_file():
+                    cache.save_labels(path, pred)
+        elif cfg.evaluation.fp32_agreement:
+            reference = _fp32_labels(source, fp32_dir, case)
+            records += _agreement_rows(case_id, metrics_layer.dice(pred, reference, foreground))
+    return records, inference_s, scoring_s
 
 
 def run_point(cfg: DictConfig, context: RunContext | None = None) -> pd.DataFrame:
@@ -211,39 +254,13 @@ def run_point(cfg: DictConfig, context: RunContext | None = None) -> pd.DataFram
     counted_m = models_layer.count_parameters(source.model) / 1e6
     root = cache.cache_root(cfg.paths.cache_dir)
     fp32_dir = fp32_cache_dir(cfg, source)
-    floating = cfg.precision.name == "fp32"
     qmodel, calibration_s, calib_n = (
         (source.model.to(cfg.inference.device), 0.0, 0)
-        if floating
+        if cfg.precision.name == "fp32"
         else _calibrated(cfg, source, root)
     )
     labels = {int(k): str(v) for k, v in dataset.labels.items()}
-    foreground = [k for k in sorted(labels) if k != 0]
-    cases = list(dataset.split(cfg.evaluation.split))
-    if cfg.evaluation.max_cases is not None:
-        cases = cases[: int(cfg.evaluation.max_cases)]
-    records: list[dict[str, Any]] = []
-    inference_s = scoring_s = 0.0
-    bar = tqdm(cases, desc=context.run_id, unit="case", disable=not cfg.run.progress, leave=False)
-    for case_id in bar:
-        case = dataset.prepare(case_id)
-        start = time.perf_counter()
-        probs = source.probabilities(qmodel, case)
-        inference_s += time.perf_counter() - start
-        start = time.perf_counter()
-        pred = source.labels_of(probs, case)
-        records += [{"case": case_id, **row} for row in _score(cfg, case, pred, probs, foreground)]
-        scoring_s += time.perf_counter() - start
-        if cfg.evaluation.save_predictions:
-            _save_prediction(context, case, pred)
-        if floating:
-            path = fp32_dir / f"{case_id}.npz"
-            with cache.locked(path):
-                if not path.is_file():
-                    cache.save_labels(path, pred)
-        elif cfg.evaluation.fp32_agreement:
-            reference = _fp32_labels(source, fp32_dir, case)
-            records += _agreement_rows(case_id, metrics_layer.dice(pred, reference, foreground))
+    records, inference_s, scoring_s = _score_cases(cfg, context, source, qmodel, fp32_dir)
     rows = pd.DataFrame.from_records(records)
     for key in ("case", "class", "metric", "value", "tolerance_mm"):
         if key not in rows.columns:  # no scored case at all

@@ -92,9 +92,7 @@ class Mirrored(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.network(x)
-        combos = [
-            list(c) for n in range(1, len(self.dims) + 1) for c in combinations(self.dims, n)
-        ]
+        combos = [list(c) for n in range(1, len(self.dims) + 1) for c in combinations(self.dims, n)]
         for dims in combos:
             out = out + torch.flip(self.network(torch.flip(x, dims)), dims)
         return out / (len(combos) + 1)
@@ -190,7 +188,12 @@ def fp32_cache_dir(cfg: DictConfig, source: ModelSource | None = None) -> Path:
     key holds the resolved inference settings (roi, mirroring) and the model's identity.
     """
     if source is None and not _is_folder(cfg):
-        identity, roi, axes, folder = registry_identity(cfg), roi_size(cfg), mirroring_axes(cfg), False
+        identity, roi, axes, folder = (
+            registry_identity(cfg),
+            roi_size(cfg),
+            mirroring_axes(cfg),
+            False,
+        )
     else:
         source = source if source is not None else open_source(cfg)
         identity, roi, axes = source.identity, source.roi, source.mirroring
