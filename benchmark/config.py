@@ -138,7 +138,7 @@ def bits(precision: str) -> tuple[int, int]:
     try:
         fmt = precision_format(precision)
     except QuantSpecError as exc:
-        raise ConfigError(f"precision.name={precision!r}: {exc}") from exc
+        raise ConfigError(str(exc).replace("precision=", "precision.name=", 1)) from exc
     return fmt.w_bits, fmt.a_bits
 
 

@@ -20,7 +20,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 
 from benchmark.cli import error_message, is_expected, run_cli
-from benchmark.config import ConfigError, bits
+from benchmark.config import ConfigError, bits, is_float
 from benchmark.models import build_model, load_model_config
 from benchmark.models.stride import input_grid, size_problem
 from benchmark.pipeline.job import task_function
@@ -170,7 +170,7 @@ def test_errors_raised_on_purpose_are_told_from_defects():
     with pytest.raises(ConfigError) as own_type:
         bits("w99a8")
     with pytest.raises(TypeError) as defect:  # not a `raise` of ours: a wrong argument
-        bits(None)
+        is_float([])
     with pytest.raises(ValueError) as library:
         np.zeros(3).reshape(2)
     assert is_expected(on_purpose.value) and is_expected(own_type.value)
@@ -185,7 +185,7 @@ def test_hydra_reports_become_one_line():
         _compose("model.foo=1")
     options = error_message(missing.value)
     assert "\n" not in options and "Config search path" not in options
-    assert "Available options in 'precision': bf16, fp16, fp32, w4a4" in options
+    assert "Available options in 'precision': bf16, fp16, fp32, fp8_e4m3" in options
     assert error_message(unknown.value).startswith("Could not override 'model.foo'.")
     assert "Key 'foo' not in 'ModelConfig'" in error_message(unknown.value)
     assert "full_key" not in error_message(unknown.value)
@@ -204,14 +204,13 @@ def test_run_cli_statuses_and_the_traceback_switch(capsys, monkeypatch):
     assert run_cli(lambda: 3) == 3 and run_cli(lambda: None) == 0
     assert run_cli(config_error) == 1
     assert capsys.readouterr().err.splitlines() == [
-        "error: precision.name='w99a8' is not one of ['bf16', 'fp16', 'fp32'] or 'wNaM' with "
-        "N, M in 2..16 bits (e.g. w8a8, w4a8)"
+        "error: precision.name='w99a8': weight bits 99 is outside 2..16; pick N, M in 2..16"
     ]
     assert run_cli(interrupted, interrupted="stopped") == 130
     assert capsys.readouterr().err.strip() == "stopped"
     assert "HYDRA_FULL_ERROR" not in os.environ  # set for Hydra during the call only
     with pytest.raises(TypeError):  # a defect keeps its traceback
-        run_cli(lambda: bits(None))
+        run_cli(lambda: is_float([]))
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
     with pytest.raises(ConfigError):
         run_cli(config_error)
