@@ -188,8 +188,10 @@ def calibrate(qmodel: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
 
     Runs in eval mode under ``torch.no_grad``; activations pass through unquantized while ranges
     are collected, then ranges are frozen. Calling it again recalibrates from scratch. The
-    spec's algorithm runs its hooks before and after (``none`` has none); an algorithm that
-    reads the batches gets them as a list, so ``batches`` is then held in memory.
+    spec's algorithms run their hooks before and after, in the order of the composition: every
+    weight transform, then range calibration, then every range adjustment, then every
+    optimisation (``none`` has none); when one reads the batches they are passed as a list, so
+    ``batches`` is then held in memory.
 
     Args:
         qmodel: output of :func:`quantize`.
@@ -206,16 +208,19 @@ def calibrate(qmodel: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
     spec = spec_of(qmodel)
     if spec.is_float:
         return qmodel
-    algorithm = ALGORITHMS.get(spec.algorithm)(**dict(spec.algorithm_options))
-    if algorithm.needs_data:
+    algorithms = [ALGORITHMS.get(n)(**spec.options_for(n)) for n in spec.algorithm_names]
+    if any(algorithm.needs_data for algorithm in algorithms):
         batches = list(batches)
     was_training = qmodel.training
     qmodel.eval()
     try:
-        algorithm.transform_weights(qmodel, batches)
+        for algorithm in algorithms:
+            algorithm.transform_weights(qmodel, batches)
         _calibrate_ranges(qmodel, batches)
-        algorithm.adjust_ranges(qmodel, batches)
-        algorithm.optimise(qmodel, batches)
+        for algorithm in algorithms:
+            algorithm.adjust_ranges(qmodel, batches)
+        for algorithm in algorithms:
+            algorithm.optimise(qmodel, batches)
     finally:
         qmodel.train(was_training)
     return qmodel

@@ -125,8 +125,12 @@ class QuantSpec:
         mse_grid: number of clipping ratios the ``mse`` observer tries.
         mse_min_ratio: smallest clipping ratio (fraction of the min-max range) it tries.
         histogram_bins: bins of the ``histogram`` observer (a power of two).
-        algorithm: a method of :mod:`benchmark.quant.algorithms` (``none``: round to nearest).
-        algorithm_options: the algorithm's options (a mapping; stored as sorted pairs).
+        algorithm: a method of :mod:`benchmark.quant.algorithms` (``none``: round to nearest),
+            or an ordered composition written ``"smoothquant+gptq"`` or as a list; each method's
+            hooks run in that order (see :func:`benchmark.quant.calibrate`).
+        algorithm_options: the methods' options, a mapping: flat for one method
+            (``{"alpha": 0.5}``), keyed by method for a composition (``{"smoothquant":
+            {"alpha": 0.5}}``, or dotted keys ``"smoothquant.alpha"``); stored as sorted pairs.
         large_kernel_per_voxel: with ``adaptive``, give convolutions with kernels larger than
             1x1x1 per-voxel input scales too (one per kernel position once factorized).
         quantize_attention: quantize the Q.K^T and A.V matmul operands.
@@ -173,9 +177,8 @@ class QuantSpec:
         for name, default in _FAMILY_DEFAULTS[fmt.family].items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, default)
-        options = self.algorithm_options
-        pairs = sorted(dict(options).items()) if isinstance(options, Mapping) else list(options)
-        object.__setattr__(self, "algorithm_options", tuple(tuple(p) for p in pairs))
+        object.__setattr__(self, "algorithm", _composition(self.algorithm))
+        object.__setattr__(self, "algorithm_options", _option_pairs(self.algorithm_options))
         self._check_registered(fmt)
         _check_choice("act_mapping", self.act_mapping, ACT_MAPPINGS)
         _check_choice("weight_mapping", self.weight_mapping, WEIGHT_MAPPINGS)
@@ -223,7 +226,9 @@ class QuantSpec:
             )
         if not cast:
             OBSERVERS.get(self.observer)
-            ALGORITHMS.get(self.algorithm)
+            for name in self.algorithm_names:
+                ALGORITHMS.get(name)
+            self._check_option_owners()
         if family == "block" and (self.observer != "minmax" or self.weight_observer != "minmax"):
             raise QuantSpecError(
                 f"precision={self.precision} takes each block's scale from the block's maximum: "
@@ -241,6 +246,33 @@ class QuantSpec:
                     f"observer='histogram' searches uniform integer grids; with "
                     f"precision={self.precision} use minmax, moving_average, percentile or mse"
                 )
+
+    def _check_option_owners(self) -> None:
+        """A composition's options must say which method they are for."""
+        names = self.algorithm_names
+        for key, _ in self.algorithm_options:
+            owner = key.split(".", 1)[0] if "." in key else None
+            if (owner is None and len(names) > 1) or (owner is not None and owner not in names):
+                raise QuantSpecError(
+                    f"QuantSpec.algorithm_options key {key!r} does not name one of the methods "
+                    f"of algorithm={self.algorithm!r}; write it as '<method>.<option>'"
+                )
+
+    @property
+    def algorithm_names(self) -> tuple[str, ...]:
+        """The composed methods in order; empty for ``none``."""
+        return () if self.algorithm == "none" else tuple(self.algorithm.split("+"))
+
+    def options_for(self, algorithm: str) -> dict[str, Any]:
+        """The options of one method of the composition (dotted keys without the prefix)."""
+        prefix = f"{algorithm}."
+        out = {}
+        for key, value in self.algorithm_options:
+            if key.startswith(prefix):
+                out[key[len(prefix):]] = value
+            elif "." not in key:
+                out[key] = value
+        return out
 
     @classmethod
     def from_strings(
@@ -327,6 +359,34 @@ class QuantSpec:
                 del row[key]
         payload = json.dumps(row, sort_keys=True)
         return hashlib.sha1(payload.encode()).hexdigest()[:12]
+
+
+def _composition(algorithm: Any) -> str:
+    """``"a+b"``, ``["a", "b"]`` or ``("a", "b")`` as the normal form ``"a+b"``."""
+    parts = algorithm.split("+") if isinstance(algorithm, str) else [str(a) for a in algorithm]
+    parts = [p.strip().lower() for p in parts if p.strip()]
+    if not parts:
+        return "none"
+    if "none" in parts and len(parts) > 1:
+        raise QuantSpecError(
+            f"QuantSpec.algorithm={'+'.join(parts)!r}: 'none' cannot be composed; leave it out"
+        )
+    if len(set(parts)) != len(parts):
+        raise QuantSpecError(f"QuantSpec.algorithm={'+'.join(parts)!r} names a method twice")
+    return "+".join(parts)
+
+
+def _option_pairs(options: Any) -> tuple[tuple[str, Any], ...]:
+    """Options as sorted ``(key, value)`` pairs; a nested mapping per method gets dotted keys."""
+    if not isinstance(options, Mapping):
+        return tuple(tuple(p) for p in sorted(tuple(p) for p in options))
+    flat: dict[str, Any] = {}
+    for key, value in options.items():
+        if isinstance(value, Mapping):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[str(key)] = value
+    return tuple(sorted(flat.items()))
 
 
 def _check_type_names(names: tuple[str, ...]) -> None:

@@ -231,3 +231,51 @@ def test_straight_through_without_learnable_scales(tiny_segnet):
     assert bool(x.grad.abs().sum() > 0)
     with torch.no_grad():
         assert torch.equal(qmodel(x.detach()), qmodel(x.detach().clone()))
+
+
+class _Record(Algorithm):
+    """Appends ``(name, hook)`` to a shared log, so the order of a composition is visible."""
+
+    log: list = []
+
+    def transform_weights(self, qmodel, batches):
+        self.log.append((self.name, "transform_weights", dict(self.options)))
+
+    def adjust_ranges(self, qmodel, batches):
+        self.log.append((self.name, "adjust_ranges", dict(self.options)))
+
+    def optimise(self, qmodel, batches):
+        self.log.append((self.name, "optimise", dict(self.options)))
+
+
+def test_composed_algorithms_run_each_hook_in_order_with_their_own_options(
+    tiny_segnet, registered
+):
+    first = type("First", (_Record,), {"name": "record_first"})
+    second = type("Second", (_Record,), {"name": "record_second"})
+    for cls in (first, second):
+        registered.append((ALGORITHMS, register_algorithm(cls).name))
+    _Record.log.clear()
+    spec = QuantSpec(
+        "w8a8",
+        algorithm=["record_second", "record_first"],
+        algorithm_options={"record_first": {"k": 1}, "record_second.k": 2},
+    )
+    assert spec.algorithm == "record_second+record_first"
+    assert spec.to_dict()["algorithm_options"] == "record_first.k=1,record_second.k=2"
+    calibrate(quantize(tiny_segnet, spec), _batches())
+    assert _Record.log == [
+        ("record_second", "transform_weights", {"k": 2}),
+        ("record_first", "transform_weights", {"k": 1}),
+        ("record_second", "adjust_ranges", {"k": 2}),
+        ("record_first", "adjust_ranges", {"k": 1}),
+        ("record_second", "optimise", {"k": 2}),
+        ("record_first", "optimise", {"k": 1}),
+    ]
+    assert QuantSpec("w8a8", algorithm="record_first+record_second") == QuantSpec(
+        "w8a8", algorithm=("record_first", "record_second")
+    )
+    with pytest.raises(ValueError, match="'<method>.<option>'"):
+        QuantSpec("w8a8", algorithm="record_first+record_second", algorithm_options={"k": 1})
+    with pytest.raises(ValueError, match="cannot be composed"):
+        QuantSpec("w8a8", algorithm="none+record_first")
