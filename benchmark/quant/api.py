@@ -39,7 +39,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-from benchmark.quant.algorithms import ALGORITHMS
 from benchmark.quant.attention import QuantAttention
 from benchmark.quant.errors import CalibrationError, NoQuantizableLayerError
 from benchmark.quant.floatcast import FloatCast, flatten
@@ -51,6 +50,7 @@ from benchmark.quant.ranges import (
     copy_ranges,
     load_ranges,
     save_ranges,
+    spec_algorithms,
     spec_of,
 )
 from benchmark.quant.spec import QuantSpec
@@ -208,7 +208,9 @@ def calibrate(qmodel: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
     spec = spec_of(qmodel)
     if spec.is_float:
         return qmodel
-    algorithms = [ALGORITHMS.get(n)(**spec.options_for(n)) for n in spec.algorithm_names]
+    algorithms = spec_algorithms(spec)
+    for algorithm in algorithms:
+        algorithm.prepare(qmodel)
     if any(algorithm.needs_data for algorithm in algorithms):
         batches = list(batches)
     was_training = qmodel.training

@@ -10,11 +10,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from benchmark.quant.algorithms import ALGORITHMS, Algorithm
 from benchmark.quant.errors import QuantError, RangesMismatchError
 from benchmark.quant.quantizer import ActivationQuantizer
 from benchmark.quant.spec import QuantSpec
 
-__all__ = ["save_ranges", "load_ranges", "copy_ranges", "activation_quantizers", "spec_of"]
+__all__ = [
+    "save_ranges",
+    "load_ranges",
+    "copy_ranges",
+    "activation_quantizers",
+    "spec_of",
+    "spec_algorithms",
+]
 
 
 def activation_quantizers(qmodel: nn.Module) -> dict[str, ActivationQuantizer]:
@@ -33,11 +41,17 @@ def spec_of(qmodel: nn.Module) -> QuantSpec:
     return spec
 
 
+def spec_algorithms(spec: QuantSpec) -> list[Algorithm]:
+    """The spec's algorithms, in the order of its composition, with their own options."""
+    return [ALGORITHMS.get(name)(**spec.options_for(name)) for name in spec.algorithm_names]
+
+
 def save_ranges(qmodel: nn.Module, path: str | os.PathLike) -> Path:
     """Write the calibrated static ranges to ``path`` (``torch.save`` of plain tensors).
 
     The file holds ``{"spec": spec.to_dict(), "calibration_key": ..., "ranges": {name:
-    {"lo", "hi", "mapping"}}}`` and is written atomically (temp file, then rename), so a sweep can
+    {"lo", "hi", "mapping"}}}``, and for a spec with an algorithm also ``"state"``: the model's
+    whole ``state_dict`` (weights and buffers as the algorithm left them). It is written atomically (temp file, then rename), so a sweep can
     compute ranges once per model x spec x calibration set.
 
     Returns:
@@ -50,6 +64,8 @@ def save_ranges(qmodel: nn.Module, path: str | os.PathLike) -> Path:
         if not q.dynamic and q.lo is not None
     }
     payload = {"spec": spec.to_dict(), "calibration_key": spec.calibration_key(), "ranges": ranges}
+    if spec.algorithm_names:
+        payload["state"] = {k: v.detach().cpu() for k, v in qmodel.state_dict().items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
@@ -87,6 +103,9 @@ def copy_ranges(source: nn.Module, target: nn.Module) -> nn.Module:
 def load_ranges(qmodel: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Load ranges written by :func:`save_ranges` (``weights_only=True``) into ``qmodel``.
 
+    For a spec with an algorithm, each algorithm's ``prepare`` runs first and the stored state
+    replaces the model's weights and buffers, so the result equals the calibrated model.
+
     Raises:
         FileNotFoundError: ``path`` does not exist.
         RangesMismatchError: the file was made for another spec or another set of layers.
@@ -107,8 +126,12 @@ def load_ranges(qmodel: nn.Module, path: str | os.PathLike) -> nn.Module:
             f"{path} has ranges for {unknown[:5]} that {type(qmodel).__name__} does not quantize; "
             "the file belongs to another model or include/exclude setting"
         )
+    device = next((b.device for b in qmodel.buffers()), torch.device("cpu"))
+    for algorithm in spec_algorithms(spec):
+        algorithm.prepare(qmodel)
     for name, entry in ranges.items():
         quantizer = quantizers[name]
-        device = next((b.device for b in qmodel.buffers()), torch.device("cpu"))
         quantizer.set_range(entry["lo"].to(device), entry["hi"].to(device), entry["mapping"])
+    if "state" in payload:
+        qmodel.load_state_dict(payload["state"], strict=True)
     return qmodel

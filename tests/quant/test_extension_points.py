@@ -18,12 +18,14 @@ from benchmark.quant import (
     QuantSpec,
     calibrate,
     float_reference,
+    load_ranges,
     make_learnable,
     quantization_table,
     quantize,
     register_algorithm,
     register_observer,
     register_policy,
+    save_ranges,
 )
 from benchmark.quant.granularity import PerOutputChannel, PerTensor
 from benchmark.quant.modules import QuantLayer
@@ -279,3 +281,32 @@ def test_composed_algorithms_run_each_hook_in_order_with_their_own_options(
         QuantSpec("w8a8", algorithm="record_first+record_second", algorithm_options={"k": 1})
     with pytest.raises(ValueError, match="cannot be composed"):
         QuantSpec("w8a8", algorithm="none+record_first")
+
+
+class _ScaleHead(Algorithm):
+    """Inserts a buffer in ``prepare`` and learns its value and a weight edit from the data."""
+
+    name = "scale_head_test"
+    needs_data = True
+
+    def prepare(self, qmodel):
+        qmodel.head.register_buffer("learned_gain", torch.ones(1))
+
+    def optimise(self, qmodel, batches):
+        with torch.no_grad():
+            gain = 1.0 + float(torch.cat(batches).std())
+            qmodel.head.learned_gain.fill_(gain)
+            qmodel.head.weight.mul_(gain)
+
+
+def test_what_an_algorithm_learns_is_cached_with_the_ranges(tiny_segnet, registered, tmp_path):
+    registered.append((ALGORITHMS, register_algorithm(_ScaleHead).name))
+    spec = QuantSpec("w4a4", "per_channel_token", algorithm="scale_head_test")
+    batches = _batches()
+    calibrated = calibrate(quantize(tiny_segnet, spec), batches)
+    path = save_ranges(calibrated, tmp_path / "ranges.pt")
+    loaded = load_ranges(quantize(tiny_segnet, spec), path)
+    assert float(loaded.head.learned_gain) == float(calibrated.head.learned_gain) > 1.0
+    with torch.no_grad():
+        assert torch.equal(loaded(batches[0]), calibrated(batches[0]))
+        assert not torch.equal(tiny_segnet.head.weight, loaded.head.weight)

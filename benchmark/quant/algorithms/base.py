@@ -2,14 +2,23 @@
 
 An algorithm is one class in its own module of this package, registered under its
 ``QuantSpec.algorithm`` name with :func:`register_algorithm`. :func:`benchmark.quant.calibrate`
-runs its three hooks around range calibration, on the same calibration batches:
+runs its hooks around range calibration, on the same calibration batches:
 
+0. :meth:`Algorithm.prepare` first, without data: structural changes (an inserted rotation or
+   scale module with identity buffers). :func:`benchmark.quant.load_ranges` calls it too, before
+   it restores a cached result, so the cached state fits the module tree;
 1. :meth:`Algorithm.transform_weights` before ranges are observed: rewrite float weights or add
    ``WeightQuantizer`` transforms (equalisation, SmoothQuant, rotations, re-parameterisation);
 2. :meth:`Algorithm.adjust_ranges` after calibration: change static ranges (bias correction,
    range shrinking);
 3. :meth:`Algorithm.optimise` last: optimise rounding or scales with data (GPTQ, AdaRound,
    BRECQ/QDrop, QAT through :func:`benchmark.quant.qat.make_learnable`).
+
+Whatever an algorithm learns (rewritten weights, learned rounding baked into the weights, scales,
+smoothing factors) must live in the quantized model's parameters and buffers: for a spec with an
+algorithm, :func:`benchmark.quant.save_ranges` stores the whole ``state_dict``, so a sweep runs
+each algorithm once per model x spec x calibration set. Python callables added as
+``WeightQuantizer.transforms`` are not stored; use them only for what ``prepare`` re-creates.
 
 Options come from ``QuantSpec.algorithm_options``. :func:`float_reference` runs the model with
 every quantizer bypassed, the reference most data-driven methods fit to.
@@ -43,6 +52,9 @@ class Algorithm:
 
     def __init__(self, **options: Any) -> None:
         self.options = options
+
+    def prepare(self, qmodel: nn.Module) -> None:
+        """First, without data: structural changes that a cached state is loaded into."""
 
     def transform_weights(self, qmodel: nn.Module, batches: Sequence[torch.Tensor]) -> None:
         """Before range calibration."""
