@@ -185,7 +185,7 @@ def collect_activation_statistics(
             ``input_quant`` for every name in ``layers``.
         batches: input tensors ``[B, C, *roi]``.
         layers: dotted names of the layers to observe, in network order.
-        bins, kl_bins, outlier_sigma: see :class:`benchmark.analysis.config.SensitivityConfig`.
+        bins, kl_bins, outlier_sigma: see :class:`benchmark.schema.sensitivity.SensitivityConfig`.
 
     Returns:
         Rows ``layer``, ``layer_index`` (position in ``layers``), ``op_type``, ``spec`` (None

@@ -2,7 +2,7 @@
 activations are to blame (``task=sensitivity``).
 
 For the run's spec (say W4A4 adaptive) the network's quantizable layers are grouped into units
-(single layers or blocks, :class:`~benchmark.analysis.config.SensitivityConfig`) and these
+(single layers or blocks, :class:`~benchmark.schema.sensitivity.SensitivityConfig`) and these
 variants are scored on the evaluation cases, each one a row set with ``mode`` and ``layer``:
 
 - ``reference`` (FP32) and ``all`` (every unit at the spec), ``layer`` None;
@@ -31,7 +31,6 @@ from typing import Any
 
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -40,10 +39,11 @@ import benchmark.metrics as metrics_layer
 import benchmark.models as models_layer
 import benchmark.quant as quant_layer
 from benchmark.analysis.activations import collect_activation_statistics
-from benchmark.analysis.config import SensitivityConfig
-from benchmark.config import bits, is_float
-from benchmark.pipeline.evaluate import quant_spec
-from benchmark.pipeline.sources import ModelSource, open_source
+from benchmark.points.context import RunContext, spec_bits
+from benchmark.points.sources import ModelSource, open_source
+from benchmark.quant import QuantSpec
+from benchmark.schema import RunPoint
+from benchmark.schema.sensitivity import SensitivityConfig
 
 __all__ = ["SCORED_METRICS", "analysis_units", "run_sensitivity", "variant_spec"]
 
@@ -114,14 +114,14 @@ def _executed(model: nn.Module, names: Sequence[str], batch: torch.Tensor) -> li
 class _Scorer:
     """Scores a model on the run's cases (prepared once, kept in memory)."""
 
-    def __init__(self, cfg: DictConfig, source: ModelSource) -> None:
-        self.cfg, self.source = cfg, source
+    def __init__(self, point: RunPoint, source: ModelSource) -> None:
+        self.point, self.source = point, source
         dataset = source.dataset
         self.labels = {int(k): str(v) for k, v in dataset.labels.items()}
         self.foreground = [k for k in sorted(self.labels) if k != 0]
-        case_ids = list(dataset.split(cfg.evaluation.split))
-        if cfg.evaluation.max_cases is not None:
-            case_ids = case_ids[: int(cfg.evaluation.max_cases)]
+        case_ids = list(dataset.split(point.evaluation.split))
+        if point.evaluation.max_cases is not None:
+            case_ids = case_ids[: int(point.evaluation.max_cases)]
         self.cases = [dataset.prepare(c) for c in case_ids]
 
     def __call__(self, model: nn.Module) -> list[dict[str, Any]]:
@@ -133,7 +133,7 @@ class _Scorer:
                 case.label,
                 spacing_mm=tuple(case.spacing_mm),
                 labels=self.foreground,
-                tolerance_mm=float(self.cfg.evaluation.tolerance_mm),
+                tolerance_mm=float(self.point.evaluation.tolerance_mm),
             )
             rows += [
                 {
@@ -148,9 +148,10 @@ class _Scorer:
 
 
 def _point(spec: Any, precision: str | None = None, calib_n: int = 0) -> dict[str, Any]:
-    precision = precision or spec.precision
-    w_bits, a_bits = bits(precision)
-    if is_float(precision):
+    variant = QuantSpec(precision) if precision is not None else spec
+    precision = variant.precision
+    w_bits, a_bits = spec_bits(variant)
+    if variant.is_float:
         return {
             "precision": precision,
             "w_bits": w_bits,
@@ -169,11 +170,11 @@ def _point(spec: Any, precision: str | None = None, calib_n: int = 0) -> dict[st
     }
 
 
-def run_sensitivity(cfg: DictConfig) -> pd.DataFrame:
+def run_sensitivity(context: RunContext) -> pd.DataFrame:
     """Score the sensitivity variants of one spec and return their tidy rows.
 
     Args:
-        cfg: a validated config with ``task=sensitivity`` and an integer ``precision``.
+        context: a run point with ``task=sensitivity`` and an integer precision.
 
     Returns:
         Rows with ``case``, ``class``, ``class_name``, ``metric``, ``value``,
@@ -187,31 +188,31 @@ def run_sensitivity(cfg: DictConfig) -> pd.DataFrame:
     Raises:
         ValueError: a floating-point precision (nothing to attribute), or no unit selected.
     """
-    if is_float(cfg.precision.name):
+    point = context.point
+    if point.is_float:
         raise ValueError(
             f"task=sensitivity needs an integer precision (e.g. precision=w4a4), "
-            f"got precision={cfg.precision.name}"
+            f"got precision={point.precision}"
         )
-    sens = SensitivityConfig.from_mapping(OmegaConf.to_container(cfg.sensitivity, resolve=True))
-    spec = quant_spec(cfg)
+    sens, spec = point.sensitivity, point.spec
     w_bits, a_bits = spec.w_bits, spec.a_bits
-    source = open_source(cfg)
+    source = open_source(point)
     dataset = source.dataset
-    model = source.model.to(cfg.inference.device)
-    params_m = cfg.model.published_params_m if source.folder is None else None
+    model = source.model.to(point.inference.device)
+    params_m = point.model.published_params_m if source.folder is None else None
     if params_m is None:
         params_m = models_layer.count_parameters(model) / 1e6
     roi = tuple(source.roi)
-    calib_n = int(cfg.calibration.n)
+    calib_n = int(point.calibration.n)
     batches = [
-        b.as_subclass(torch.Tensor).to(cfg.inference.device)
+        b.as_subclass(torch.Tensor).to(point.inference.device)
         for b in data_layer.calibration_patches(
             dataset,
-            split=cfg.calibration.split,
+            split=point.calibration.split,
             n=calib_n,
             roi_size=roi,
-            seed=int(cfg.calibration.seed),
-            batch_size=int(cfg.calibration.batch_size),
+            seed=int(point.calibration.seed),
+            batch_size=int(point.calibration.batch_size),
         )
     ]
     full = _calibrated_full(model, spec, batches)
@@ -219,7 +220,7 @@ def run_sensitivity(cfg: DictConfig) -> pd.DataFrame:
     units = analysis_units(layers, sens.group_depth, sens.units)
     if not units:
         raise ValueError(
-            f"sensitivity.units={sens.units} selects none of the units of {cfg.model.name}: "
+            f"sensitivity.units={sens.units} selects none of the units of {point.model.name}: "
             f"{list(analysis_units(layers, sens.group_depth))}"
         )
     sources = {"spec": full}
@@ -232,7 +233,7 @@ def run_sensitivity(cfg: DictConfig) -> pd.DataFrame:
             model, variant_spec(spec, layers, f"w{w_bits}a16"), batches
         )
 
-    scorer = _Scorer(cfg, source)
+    scorer = _Scorer(point, source)
     records: list[dict[str, Any]] = []
 
     def add(rows: list[dict], mode: str, layer: str | None, index: int | None, point: dict):
@@ -266,7 +267,9 @@ def run_sensitivity(cfg: DictConfig) -> pd.DataFrame:
     }
     start = time.perf_counter()
     jobs = [(mode, unit) for unit in units for mode in sens.modes]
-    bar = tqdm(jobs, desc="sensitivity", unit="variant", disable=not cfg.run.progress, leave=False)
+    bar = tqdm(
+        jobs, desc="sensitivity", unit="variant", disable=not point.run.progress, leave=False
+    )
     for mode, unit in bar:
         source, precision, chosen = plan[mode]
         selected = chosen(unit)
@@ -289,18 +292,18 @@ def run_sensitivity(cfg: DictConfig) -> pd.DataFrame:
     rows["class_name"] = rows["class"].map(scorer.labels).fillna("case")
     if sens.activation_stats:
         rows = pd.concat(
-            [rows, _activation_rows(cfg, sens, model, spec, full, layers, dataset, batches)],
+            [rows, _activation_rows(point, sens, model, spec, full, layers, dataset, batches)],
             ignore_index=True,
         )
-    rows["split"] = cfg.evaluation.split
-    rows["dataset"] = cfg.data.name
-    rows["algorithm"] = cfg.algorithm.name
+    rows["split"] = point.evaluation.split
+    rows["dataset"] = point.data.name
+    rows["algorithm"] = spec.algorithm
     rows["params_m"] = float(params_m)
     return rows
 
 
 def _activation_rows(
-    cfg: DictConfig,
+    point: RunPoint,
     sens: SensitivityConfig,
     model: nn.Module,
     spec: Any,
@@ -325,7 +328,7 @@ def _activation_rows(
         split=sens.stats_split,
         n=sens.stats_patches,
         roi_size=tuple(batches[0].shape[2:]),
-        seed=int(cfg.calibration.seed),
+        seed=int(point.calibration.seed),
         batch_size=1,
     )
     stats = collect_activation_statistics(
@@ -333,7 +336,7 @@ def _activation_rows(
     )
     fp32 = stats["spec"].isna()
     stats["mode"] = fp32.map({True: "activation_stats", False: "activation_shift"})
-    point = {True: _point(spec, "fp32"), False: _point(spec, calib_n=int(cfg.calibration.n))}
+    point = {True: _point(spec, "fp32"), False: _point(spec, calib_n=int(point.calibration.n))}
     for key in point[True]:
         stats[key] = [point[bool(f)][key] for f in fp32]
     stats.loc[~fp32, "granularity"] = stats.loc[~fp32, "spec"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from benchmark.cli import run_cli
+from benchmark.errors import run_cli
 from benchmark.data.integrity import summary_line, verify_dataset
 
 __all__ = ["main"]

@@ -11,13 +11,14 @@ torch INT8 via :mod:`~benchmark.deploy.torch_int8`, OpenVINO via
 from :mod:`~benchmark.deploy.ops` and :mod:`~benchmark.deploy.profile`, latency per backend and
 policy), :mod:`~benchmark.deploy.agreement` (DSC/NSD against ground truth, FP32 and fake-quant),
 :mod:`~benchmark.deploy.gate` (accept or keep FP32), :mod:`~benchmark.deploy.selector` (serve
-INT8, fall back to FP32), :mod:`~benchmark.deploy.pipeline` (``run_deploy(cfg)``, all of the
-above for one config). Entry point: ``python -m benchmark.deploy``.
-
-Nothing is imported here: :mod:`benchmark.config` imports :class:`DeployConfig` while the
-pipeline imports :mod:`benchmark.config`, so eager imports would form a cycle.
+INT8, fall back to FP32), :mod:`~benchmark.deploy.pipeline` (``run_deploy(context)``, all of
+the above for one run point), :mod:`~benchmark.deploy.settings` (what the ``deploy`` settings
+must satisfy). Entry point: ``python -m benchmark.deploy`` (``benchmark.run task=deploy``).
 """
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from benchmark.deploy.pipeline import run_deploy
+from benchmark.deploy.settings import check_deploy
+
+__all__ = ["check_deploy", "run_deploy"]

@@ -39,7 +39,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from benchmark.deploy import openvino_backend, torch_int8
+import benchmark.deploy.openvino_backend as openvino_backend
+import benchmark.deploy.torch_int8 as torch_int8
 from benchmark.deploy.latency import torch_threads
 from benchmark.deploy.session import OrtPredictor
 

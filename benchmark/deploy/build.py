@@ -38,6 +38,7 @@ from benchmark.deploy.ort_quant import (
     resolve_reduce_range,
 )
 from benchmark.deploy.torch_int8 import quantize_convs, torch_conv_layers
+from benchmark.points.cache import cache_root
 
 __all__ = ["Variant", "Builds", "build_backends"]
 
@@ -133,10 +134,9 @@ class _QdqFiles:
 
 
 def _costs(run: Any, runtime: str, shapes: list[ConvShape]) -> dict[str, tuple[float, float, bool]]:
-    from benchmark.pipeline.cache import cache_root
 
     d = run.deploy
-    cache = d.cost_cache_dir or cache_root(run.cfg.paths.get("cache_dir")) / "layer_costs"
+    cache = d.cost_cache_dir or cache_root(run.point.paths.cache_dir) / "layer_costs"
     return measure_layer_costs(shapes, runtime, d.threads, cache, d.cost_warmup, d.cost_runs)
 
 

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmark.deploy import openvino_backend, torch_int8
+import benchmark.deploy.openvino_backend as openvino_backend
+import benchmark.deploy.torch_int8 as torch_int8
 from benchmark.deploy.backends import BACKENDS, load_predictor
 from benchmark.deploy.build import Builds, Variant
 from benchmark.deploy.latency import hardware_info, interleaved_latency

@@ -1,8 +1,8 @@
 """One deployment run: build backends -> operator report -> latency -> agreement -> gate -> selector.
 
-``run_deploy(cfg)`` takes the same composed config as an evaluation run (model, data, precision,
+``run_deploy(context)`` takes the same run point as an evaluation run (model, data, precision,
 granularity, observer, calibration, inference, evaluation) plus the ``deploy`` group
-(:class:`~benchmark.deploy.config.DeployConfig`) and returns tidy rows (:mod:`.rows`); the
+(:class:`~benchmark.schema.deploy.DeployConfig`) and returns tidy rows (:mod:`.rows`); the
 caller writes them with :mod:`benchmark.results`. Side files (ONNX models, the optimized graphs,
 ``ops.csv``, ``gate.json``, ``export.json``, ``hardware.json``, ``selector.json``) go to
 ``deploy.work_dir`` or ``<results>/<experiment>/runs/<run_id>_deploy/``.
@@ -26,14 +26,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from tqdm.auto import tqdm
 
+from benchmark.data import calibration_patches, open_dataset
 from benchmark.deploy.agreement import agreement_rows, predict_case_labels
 from benchmark.deploy.backends import BACKENDS, load_predictor
 from benchmark.deploy.build import Builds, build_backends
-from benchmark.deploy.config import DeployConfig
 from benchmark.deploy.export import load_registry_model
 from benchmark.deploy.gate import check_batch_consistency, decide
 from benchmark.deploy.latency import hardware_info
@@ -41,8 +40,14 @@ from benchmark.deploy.measure import latency_report, operator_report, policy_rep
 from benchmark.deploy.rows import gate_rows, to_frame
 from benchmark.deploy.selector import FallbackSelector
 from benchmark.deploy.session import ArraySegmenter
+from benchmark.deploy.settings import check_deploy
 from benchmark.deploy.summary import format_summary
-from benchmark.pipeline.sources import folder_model_kind
+from benchmark.models import count_parameters
+from benchmark.points.context import RunContext, point_columns, spec_bits
+from benchmark.points.errors import PointError
+from benchmark.points.sources import folder_model_kind, roi_size
+from benchmark.schema import RunPoint
+from benchmark.schema.deploy import DeployConfig
 
 __all__ = ["run_deploy", "DeployRun", "prepare", "REFERENCE_OF"]
 
@@ -57,8 +62,8 @@ class DeployRun:
     """Everything one run works on, built once by :func:`prepare`.
 
     Attributes:
-        cfg: the validated composed config.
-        deploy: its ``deploy`` group.
+        point: the run point.
+        deploy: its ``deploy`` settings.
         dataset: the opened ``benchmark.data.SegmentationDataset``.
         model: FP32 network (eval mode, CPU) with its checkpoint.
         spec: the ``benchmark.quant.QuantSpec`` of the run.
@@ -70,7 +75,7 @@ class DeployRun:
         notes: backend -> how it was built, written to its rows' ``note`` column.
     """
 
-    cfg: DictConfig
+    point: RunPoint
     deploy: DeployConfig
     dataset: Any
     model: nn.Module
@@ -83,79 +88,71 @@ class DeployRun:
     notes: dict[str, str] = field(default_factory=dict)
 
 
-def prepare(cfg: DictConfig) -> DeployRun:
-    """Validate ``cfg`` and load the dataset, model, spec and calibration patches.
+def prepare(context: RunContext) -> DeployRun:
+    """Load the dataset, model and calibration patches of a run point.
 
     The run's identity (config hash, run id, row columns) and its ``QuantSpec`` come from the
-    runner (:mod:`benchmark.pipeline`), so deployment rows line up with the evaluation rows of
-    the same point.
+    run point, so deployment rows line up with the evaluation rows of the same point.
 
     Raises:
-        benchmark.config.ConfigError: invalid config, or a precision without 8-bit integer
-            kernels (ONNX Runtime runs W8A8; lower bit widths stay in the fake-quant sweep).
+        PointError: a model folder, or a precision without 8-bit integer kernels (ONNX
+            Runtime runs W8A8; lower bit widths stay in the fake-quant sweep).
     """
-    from benchmark.config import ConfigError, bits, is_float, validate
-    from benchmark.data import calibration_patches, open_dataset
-    from benchmark.models import count_parameters
-    from benchmark.pipeline import RunContext, quant_spec, roi_size
-    from benchmark.pipeline.context import point_columns
-
-    cfg = validate(cfg)
-    kind = folder_model_kind(cfg)
+    point = context.point
+    kind = folder_model_kind(point)
     if kind is not None:
-        raise ConfigError(
-            f"task=deploy exports registry models; {cfg.model.checkpoint} is a {kind}, which "
+        raise PointError(
+            f"task=deploy exports registry models; {point.model.checkpoint} is a {kind}, which "
             "task=evaluate and task=sensitivity run"
         )
-    deploy = DeployConfig.from_mapping(OmegaConf.to_container(cfg.deploy, resolve=True))
-    precision = cfg.precision.name
-    if not is_float(precision) and bits(precision) != (8, 8):
-        raise ConfigError(
+    deploy = check_deploy(point.deploy)
+    precision = point.precision
+    if not point.is_float and spec_bits(point.spec) != (8, 8):
+        raise PointError(
             f"precision={precision}: ONNX Runtime's integer kernels are 8-bit, so only w8a8 (or a "
             "float precision) can be deployed; lower bit widths are studied with task=evaluate"
         )
-    dataset = open_dataset(OmegaConf.to_container(cfg.data, resolve=True))
-    torch.manual_seed(int(cfg.seed))  # random-init models (checkpoint: null) are reproducible
-    model = load_registry_model(cfg.model, dataset.in_channels, dataset.num_classes)
-    roi = tuple(roi_size(cfg))
+    dataset = open_dataset(point.data)
+    torch.manual_seed(int(point.seed))  # random-init models (checkpoint: null) are reproducible
+    model = load_registry_model(asdict(point.model), dataset.in_channels, dataset.num_classes)
+    roi = tuple(roi_size(point))
     batches = calibration_patches(
         dataset,
-        split=cfg.calibration.split,
-        n=int(cfg.calibration.n),
+        split=point.calibration.split,
+        n=int(point.calibration.n),
         roi_size=roi,
-        seed=int(cfg.calibration.seed),
-        batch_size=int(cfg.calibration.batch_size),
+        seed=int(point.calibration.seed),
+        batch_size=int(point.calibration.batch_size),
     )
-    limit = deploy.cases if deploy.cases is not None else cfg.evaluation.max_cases
-    case_ids = dataset.split(cfg.evaluation.split)[:limit]
+    limit = deploy.cases if deploy.cases is not None else point.evaluation.max_cases
+    case_ids = dataset.split(point.evaluation.split)[:limit]
 
-    context = RunContext.from_config(cfg)
     work_dir = (
         Path(deploy.work_dir)
         if deploy.work_dir
         else context.experiment_dir / "runs" / f"{context.run_id}_deploy"
     )
     work_dir.mkdir(parents=True, exist_ok=True)
-    published = cfg.model.get("published_params_m")
+    published = point.model.published_params_m
     params_m = float(published) if published else count_parameters(model) / 1e6
-    identity = point_columns(cfg, context, params_m=params_m)
+    identity = point_columns(context, params_m=params_m)
     return DeployRun(
-        cfg, deploy, dataset, model, quant_spec(cfg), roi, batches, case_ids, work_dir, identity
+        point, deploy, dataset, model, point.spec, roi, batches, case_ids, work_dir, identity
     )
 
 
-def run_deploy(cfg: DictConfig) -> pd.DataFrame:
-    """Build, time, score, gate and serve every requested backend for one configuration.
+def run_deploy(context: RunContext) -> pd.DataFrame:
+    """Build, time, score, gate and serve every requested backend for one run point.
 
     Args:
-        cfg: composed config with ``task=deploy`` (see the module docstring).
+        context: a run point with ``task=deploy`` (see the module docstring).
 
     Returns:
         Tidy rows (DESIGN.md schema plus :data:`benchmark.deploy.rows.DEPLOY_COLUMNS`).
     """
-    run = prepare(cfg)
-    progress = bool(OmegaConf.select(run.cfg, "run.progress", default=True))
-    stages = tqdm(total=7, desc=f"deploy {run.cfg.model.name}", disable=not progress, unit="step")
+    run = prepare(context)
+    progress = bool(run.point.run.progress)
+    stages = tqdm(total=7, desc=f"deploy {run.point.model.name}", disable=not progress, unit="step")
     rows: list[dict[str, Any]] = []
 
     stages.set_postfix_str("export + build")
@@ -211,7 +208,7 @@ def _fake_quant_model(run: DeployRun) -> nn.Module | None:
 
 
 def _agreement(run: DeployRun, predictors: dict[str, Any], progress: bool) -> list[dict[str, Any]]:
-    cfg = run.cfg
+    point = run.point
     nets: dict[str, nn.Module] = {"torch_fp32": run.model}
     fake = _fake_quant_model(run)
     if fake is not None:
@@ -225,7 +222,7 @@ def _agreement(run: DeployRun, predictors: dict[str, Any], progress: bool) -> li
         case = run.dataset.prepare(case_id)
         predictions = {
             name: predict_case_labels(
-                net, case, run.roi_size, cfg.inference.overlap, cfg.inference.sw_batch_size
+                net, case, run.roi_size, point.inference.overlap, point.inference.sw_batch_size
             )
             for name, net in nets.items()
         }
@@ -235,11 +232,11 @@ def _agreement(run: DeployRun, predictors: dict[str, Any], progress: bool) -> li
             case.label,
             case.spacing_mm,
             labels,
-            cfg.evaluation.tolerance_mm,
+            point.evaluation.tolerance_mm,
         ):
             suffix = row["metric"][row["metric"].find("_vs_") :] if "_vs_" in row["metric"] else ""
             row["reference"] = REFERENCE_OF[suffix]
-            row["split"] = cfg.evaluation.split
+            row["split"] = point.evaluation.split
             if row["class"] is not None:
                 row["class_name"] = run.dataset.labels[row["class"]]
             rows.append(row)

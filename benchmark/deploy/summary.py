@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["summary_table", "policy_table", "format_summary"]
+from benchmark.results import RESULTS_FILE, collect, run_path
+
+__all__ = ["summary_table", "policy_table", "format_summary", "finished_run_text"]
 
 _AGREEMENT = ("dsc", "nsd", "dsc_vs_fp32", "dsc_vs_fakequant", "voxel_agreement_vs_fp32")
 
@@ -91,3 +93,17 @@ def format_summary(rows: pd.DataFrame) -> str:
         what = "fallback" if r.metric == "selector_fallback" else f"{r.value:.0f} INT8 calls"
         lines.append(f"  selector {r.backend}: {what} ({r.note})")
     return text + ("\n" + "\n".join(lines) if lines else "")
+
+
+def finished_run_text(status: dict) -> str:
+    """What a single deploy run prints when it ends: its rows, the backends' table when the
+    run was skipped (a finished run logged it already), and where the results are; the
+    consolidated ``results.parquet`` is rebuilt first."""
+    experiment_dir = status["experiment_dir"]
+    rows = pd.read_parquet(run_path(experiment_dir, status["run_id"]))
+    collect(experiment_dir)
+    lines = [f"\n{status['run_id']} ({status['status']}): {len(rows)} rows"]
+    if status["status"] == "skipped":
+        lines.append(format_summary(rows))
+    lines.append(f"results: {experiment_dir}/{RESULTS_FILE}")
+    return "\n".join(lines)

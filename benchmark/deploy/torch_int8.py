@@ -1,12 +1,24 @@
-"""PyTorch's native x86 INT8: quantized ``Conv3d`` kernels (FBGEMM/oneDNN) through eager mode.
+"""PyTorch's native x86 INT8: quantized ``Conv3d`` kernels (FBGEMM/oneDNN) on the CPU.
 
-Each selected ``nn.Conv3d`` is wrapped as quantize -> ``torch.ao.nn.quantized.Conv3d`` ->
-dequantize, with per-channel symmetric INT8 weights and per-tensor unsigned activations from
-MinMax observers over the calibration patches (``reduce_range``: 7-bit activations, which
-FBGEMM needs on CPUs without VNNI to avoid saturating its 16-bit intermediate sums).
-Normalisations, activations and transposed convolutions stay float: quantizing them too was
-faster but moved too many voxels (it is not offered). Eager mode needs no graph tracing, so
-any network with ``Conv3d`` modules works, and it imports neither torchvision nor timm.
+The flow is PyTorch's FX graph mode with the ``x86`` backend's own configuration
+(``get_default_qconfig("x86")``): a ``HistogramObserver`` per activation (the range that
+minimises the histogram's quantization error) and ``PerChannelMinMaxObserver`` weights
+(symmetric INT8, one scale per output channel), calibrated on the patches, then
+``convert_fx`` to ``torch.ao.nn.quantized.Conv3d`` modules that run integer kernels
+(``quantized::conv3d``) eagerly, with no compiler. Activations use 7-bit ranges
+(``reduce_range``) where the CPU has no VNNI (:func:`.ort_quant.needs_reduce_range`), which
+FBGEMM needs there to keep its 16-bit intermediate sums from saturating.
+
+Only ``Conv3d`` layers are quantized (each wrapped in quantize -> INT8 conv -> dequantize):
+normalisations, activations and transposed convolutions stay float (quantizing them too was
+faster but moved too many voxels), and a layer policy's ``keep_float`` layers stay float.
+
+PT2E (``torch.export`` + ``X86InductorQuantizer``) is not used: with torch 2.13 it lives in
+``torchao``, which is not a dependency, and its INT8 kernels appear only after
+``torch.compile`` (Inductor C++ code generation). Networks FX cannot trace symbolically
+(MONAI's SwinUNETR pads by input shape) fall back to eager mode with the same observers and
+kernels; ``qmodel.int8_flow`` says which ran (``fx`` or ``eager``). Neither imports
+torchvision or timm.
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ from torch import nn
 
 from benchmark.deploy.latency import torch_threads
 from benchmark.deploy.layer_policy import ConvShape
+from benchmark.deploy.ort_quant import needs_reduce_range
 
 __all__ = [
     "unavailable_reason",
@@ -102,33 +115,37 @@ def torch_conv_layers(model: nn.Module, example: torch.Tensor) -> dict[str, Conv
     return shapes
 
 
-@torch.no_grad()
-def quantize_convs(
-    model: nn.Module, batches: Iterable[torch.Tensor], keep_float: Iterable[str] = ()
-) -> nn.Module:
-    """A copy of ``model`` whose ``Conv3d`` layers (except ``keep_float``) run in x86 INT8.
+def _qconfig():
+    """The ``x86`` backend's default configuration, 7-bit activations only without VNNI."""
+    from torch.ao.quantization import HistogramObserver, QConfig, get_default_qconfig
 
-    Args:
-        model: float network in eval mode (left untouched).
-        batches: calibration inputs ``[B, C, *roi]``.
-        keep_float: module names of convolutions to leave in float (a layer policy's choice).
-    """
-    from torch.ao.quantization import (
-        MinMaxObserver,
-        PerChannelMinMaxObserver,
-        QConfig,
-        convert,
-        prepare,
+    default = get_default_qconfig(ENGINE)
+    return QConfig(
+        activation=HistogramObserver.with_args(reduce_range=needs_reduce_range()),
+        weight=default.weight,
     )
 
-    keep = set(keep_float)
+
+def _quantize_fx(model: nn.Module, batches: list[torch.Tensor], keep: set[str]) -> nn.Module:
+    """FX graph mode: observers per the qconfig on the ``Conv3d`` layers, then conversion."""
+    from torch.ao.quantization import QConfigMapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    mapping = QConfigMapping().set_global(None).set_object_type(nn.Conv3d, _qconfig())
+    for name in keep:
+        mapping = mapping.set_module_name(name, None)
+    prepared = prepare_fx(copy.deepcopy(model).eval(), mapping, example_inputs=(batches[0],))
+    for batch in batches:
+        prepared(batch)
+    return convert_fx(prepared)
+
+
+def _quantize_eager(model: nn.Module, batches: list[torch.Tensor], keep: set[str]) -> nn.Module:
+    """Eager mode: each chosen ``Conv3d`` wrapped in quantize -> conv -> dequantize."""
+    from torch.ao.quantization import convert, prepare
+
     qmodel = copy.deepcopy(model).eval()
-    qconfig = QConfig(
-        activation=MinMaxObserver.with_args(dtype=torch.quint8, reduce_range=True),
-        weight=PerChannelMinMaxObserver.with_args(
-            dtype=torch.qint8, qscheme=torch.per_channel_symmetric
-        ),
-    )
+    qconfig = _qconfig()
     targets = {
         id(m): m
         for name, m in qmodel.named_modules()
@@ -143,11 +160,37 @@ def quantize_convs(
         for child_name, child in list(parent.named_children()):
             if id(child) in wrappers and not isinstance(parent, _QuantizedConv):
                 setattr(parent, child_name, wrappers[id(child)])
+    prepare(qmodel, inplace=True)
+    for batch in batches:
+        qmodel(batch)
+    convert(qmodel, inplace=True)
+    return qmodel
+
+
+@torch.no_grad()
+def quantize_convs(
+    model: nn.Module, batches: Iterable[torch.Tensor], keep_float: Iterable[str] = ()
+) -> nn.Module:
+    """A copy of ``model`` whose ``Conv3d`` layers (except ``keep_float``) run in x86 INT8.
+
+    Args:
+        model: float network in eval mode (left untouched).
+        batches: calibration inputs ``[B, C, *roi]``.
+        keep_float: module names of convolutions to leave in float (a layer policy's choice).
+
+    Returns:
+        The quantized module, with ``int8_flow`` set to ``fx`` or ``eager``.
+    """
+    keep = set(keep_float)
+    batches = [torch.as_tensor(b, dtype=torch.float32) for b in batches]
+    if not batches:
+        raise ValueError("quantize_convs needs at least one calibration batch; got none")
     with _engine():
-        prepare(qmodel, inplace=True)
-        for batch in batches:
-            qmodel(torch.as_tensor(batch, dtype=torch.float32))
-        convert(qmodel, inplace=True)
+        try:
+            qmodel, flow = _quantize_fx(model, batches, keep), "fx"
+        except Exception:  # symbolic tracing failed (shape-dependent Python in the forward)
+            qmodel, flow = _quantize_eager(model, batches, keep), "eager"
+    qmodel.int8_flow = flow
     return qmodel.eval()
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmark.cli import run_cli
+from benchmark.errors import run_cli
 from benchmark.metrics.cli import main
 
 raise SystemExit(run_cli(main))

@@ -10,7 +10,7 @@ import argparse
 
 import pandas as pd
 
-from benchmark.cli import run_cli
+from benchmark.errors import run_cli
 from benchmark.models.registry import (
     available_models,
     build_model,

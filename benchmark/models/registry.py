@@ -24,12 +24,13 @@ from __future__ import annotations
 import contextlib
 import difflib
 import importlib
-from collections.abc import Iterator, Mapping
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+import yaml
 from torch import nn
 
 from benchmark.models.errors import ModelConfigError, UnknownModelError
@@ -74,9 +75,37 @@ CHECKPOINT_FORMATS: tuple[str, ...] = (
 )
 
 
+#: Environment variable naming the folder of model descriptions when the caller names none.
+MODEL_DIR_ENV = "MEDQBENCH_MODEL_DIR"
+
+
+class ModelDescription(dict):
+    """A model description: a plain ``dict`` whose keys also read and write as attributes."""
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError as exc:
+            raise AttributeError(key) from exc
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        self[key] = value
+
+
+def _described(value: Any) -> Any:
+    """Nested mappings of a description as :class:`ModelDescription` (``cfg.net.widths``)."""
+    if isinstance(value, dict):
+        return ModelDescription({k: _described(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return [_described(v) for v in value]
+    return value
+
+
 def model_config_dir() -> Path:
-    """Return ``conf/model`` of the repository this package lives in."""
-    return Path(__file__).resolve().parents[2] / "conf" / "model"
+    """The folder of model descriptions when a caller names none: ``$MEDQBENCH_MODEL_DIR``, else
+    ``conf/model`` under the working directory (where every command is run from, as Hydra's
+    config search is)."""
+    return Path(os.environ.get(MODEL_DIR_ENV) or Path.cwd() / "conf" / "model")
 
 
 def available_models(conf_dir: str | Path | None = None) -> list[str]:
@@ -92,7 +121,7 @@ def available_models(conf_dir: str | Path | None = None) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
-def load_model_config(name: str, conf_dir: str | Path | None = None) -> DictConfig:
+def load_model_config(name: str, conf_dir: str | Path | None = None) -> ModelDescription:
     """Read and validate ``conf/model/<name>.yaml``.
 
     Args:
@@ -115,9 +144,11 @@ def load_model_config(name: str, conf_dir: str | Path | None = None) -> DictConf
         raise UnknownModelError(
             f"Unknown model {name!r} (no {path}).{hint} Available: {', '.join(names) or 'none'}."
         )
-    cfg = OmegaConf.load(path)
-    if not isinstance(cfg, DictConfig):
-        raise ModelConfigError(f"{path}: expected a mapping at the top level, got a list.")
+    loaded = yaml.safe_load(path.read_text())
+    if not isinstance(loaded, dict):
+        raise ModelConfigError(f"{path}: expected a mapping at the top level.")
+    loaded.pop("defaults", None)  # the Hydra defaults list that attaches the schema
+    cfg = _described(loaded)
     validate_model_config(cfg, source=str(path))
     if cfg.name != name:
         raise ModelConfigError(
@@ -155,8 +186,8 @@ def validate_model_config(cfg: Mapping[str, Any], source: str = "model config") 
             raise ModelConfigError(f"{source}: {key}={cfg[key]!r} is not one of {list(allowed)}.")
     patch = cfg["patch_size"]
     if (
-        not isinstance(patch, (list, tuple))
-        and not OmegaConf.is_list(patch)
+        not isinstance(patch, Sequence)
+        or isinstance(patch, str)
         or len(patch) != 3
         or not all(isinstance(v, int) and v > 0 for v in patch)
     ):
@@ -254,7 +285,7 @@ def build_model(
     source = f"model {cfg.get('name', '?')!r}"
     validate_model_config(cfg, source=source)
     net = cfg["net"]
-    kwargs = OmegaConf.to_container(net, resolve=True) if isinstance(net, DictConfig) else dict(net)
+    kwargs = dict(net)
     target = _import_target(kwargs.pop("_target_"), source)
     try:
         try:

@@ -1,17 +1,8 @@
-"""The runner's pipeline: one sweep point from config to tidy rows, and the Hydra job around it."""
+"""The evaluation task (one sweep point to tidy rows) and the job around every task."""
 
 from __future__ import annotations
 
-from benchmark.pipeline.context import RunContext, experiment_dir
-from benchmark.pipeline.evaluate import quant_spec, roi_size, run_point
-from benchmark.pipeline.job import STATUS_FILE, run_job
+from benchmark.pipeline.evaluate import run_point
+from benchmark.pipeline.job import STATUS_FILE, Task, run_job
 
-__all__ = [
-    "STATUS_FILE",
-    "RunContext",
-    "experiment_dir",
-    "quant_spec",
-    "roi_size",
-    "run_job",
-    "run_point",
-]
+__all__ = ["STATUS_FILE", "Task", "run_job", "run_point"]

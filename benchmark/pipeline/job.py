@@ -1,4 +1,6 @@
-"""One Hydra job: validate, skip if done, run the task, write the run files and ``status.json``.
+"""One job: build the run point, skip if done, run the task, write the run files and
+``status.json``. The entry point (:mod:`benchmark.run`) hands in how to build the point and
+its table of tasks, so this module knows neither Hydra nor the tasks.
 
 Hydra's sweepers re-raise the first failed job after a batch, which ends the sweep and skips
 ``on_multirun_end``; a job inside a sweep therefore records its error in ``status.json`` and
@@ -20,16 +22,16 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
 
-from benchmark.config import validate
-from benchmark.pipeline import cache
-from benchmark.pipeline.context import RunContext, config_yaml, point_columns
+from benchmark.errors import error_message, traceback_requested
+from benchmark.pipeline.summary import summary_for_run
+from benchmark.points import cache
+from benchmark.points.context import RunContext, point_columns
 from benchmark.results import (
     ROW_COLUMNS,
     run_done,
@@ -39,7 +41,10 @@ from benchmark.results import (
     write_run_rows,
 )
 
-__all__ = ["STATUS_FILE", "Terminated", "mark_interrupted", "run_job", "task_function"]
+__all__ = ["STATUS_FILE", "Task", "Terminated", "mark_interrupted", "run_job"]
+
+#: A task: the run (point and provenance) in, its tidy rows out.
+Task = Callable[[RunContext], pd.DataFrame]
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +77,7 @@ def _catch_sigterm(stack: contextlib.ExitStack) -> None:
 def mark_interrupted(folder: str | Path, skip: Path | None = None) -> list[Path]:
     """Mark the ``status.json`` files under ``folder`` left ``running`` by a dead job.
 
-    A running job holds the lock of its status file (:func:`benchmark.pipeline.cache.locked`);
+    A running job holds the lock of its status file (:func:`benchmark.points.cache.locked`);
     a file whose lock can be taken at once belongs to a job that is gone.
 
     Returns:
@@ -118,45 +123,20 @@ def _interruption(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _print_summary(checked: DictConfig, context: RunContext) -> None:
+def _print_summary(context: RunContext, overrides: Sequence[str] | None) -> None:
     """Print the run's summary line; a failure here is reported, the run stays done."""
-    from benchmark.pipeline.summary import summary_for_run
-
-    overrides = None
-    with contextlib.suppress(ImportError, ValueError):
-        from hydra.core.hydra_config import HydraConfig
-
-        if HydraConfig.initialized():
-            overrides = list(HydraConfig.get().overrides.task)
     try:
-        line = summary_for_run(context.experiment_dir, context.run_id, checked, overrides)
+        line = summary_for_run(context.experiment_dir, context.run_id, context.point, overrides)
     except Exception as exc:  # the rows are written; only the summary is lost
         log.warning("no summary for %s: %s: %s", context.run_id, type(exc).__name__, exc)
         return
     print(line, flush=True)
 
 
-def task_function(task: str) -> Callable[[DictConfig], pd.DataFrame]:
-    """The pipeline of ``task``: evaluate, sensitivity or deploy (imported on demand)."""
-    if task == "evaluate":
-        from benchmark.pipeline.evaluate import run_point
-
-        return run_point
-    if task == "sensitivity":
-        from benchmark.analysis.sensitivity import run_sensitivity
-
-        return run_sensitivity
-    if task == "deploy":
-        from benchmark.deploy.pipeline import run_deploy
-
-        return run_deploy
-    raise ValueError(f"task={task!r} is not one of evaluate, sensitivity, deploy")
-
-
-def _complete(rows: pd.DataFrame, cfg: DictConfig, context: RunContext) -> pd.DataFrame:
+def _complete(rows: pd.DataFrame, context: RunContext) -> pd.DataFrame:
     """Fill the per-run columns that a task's rows lack (sensitivity and deploy rows)."""
     rows = rows.copy()
-    for key, value in point_columns(cfg, context).items():
+    for key, value in point_columns(context).items():
         if key not in rows.columns:
             rows[key] = value
     for key in ROW_COLUMNS:
@@ -167,15 +147,23 @@ def _complete(rows: pd.DataFrame, cfg: DictConfig, context: RunContext) -> pd.Da
 
 
 def run_job(
-    cfg: DictConfig, output_dir: str | Path | None = None, in_sweep: bool = False
+    make_point: Callable[[], Any],
+    tasks: Mapping[str, Task],
+    output_dir: str | Path | None = None,
+    in_sweep: bool = False,
+    log_folder: str | Path | None = None,
+    overrides: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Run one config end to end and return its status record.
+    """Run one point end to end and return its status record.
 
     Args:
-        cfg: the composed config.
-        output_dir: the job's Hydra output dir (``status.json`` goes there); None for none.
-        in_sweep: the job is part of a multirun (errors are recorded, not raised; a float
-            precision crossed with granularities collapses to one run).
+        make_point: builds the checked :class:`~benchmark.schema.RunPoint` (its errors are
+            recorded like the task's).
+        tasks: the task of each ``task=`` name.
+        output_dir: the job's output dir (``status.json`` goes there); None for none.
+        in_sweep: the job is part of a multirun (errors are recorded, not raised).
+        log_folder: the experiment's log folder, searched for jobs that died ``running``.
+        overrides: the command line's overrides (for the FP32 command of the summary line).
 
     Returns:
         ``{"status": "ok" | "skipped" | "failed", "run_id", "config_hash", "experiment_dir",
@@ -192,9 +180,8 @@ def run_job(
         "output_dir": str(output_dir) if output_dir else None,
     }
     status_path = Path(output_dir) / STATUS_FILE if output_dir else None
-    logs = OmegaConf.select(cfg, "paths.log_dir"), OmegaConf.select(cfg, "experiment_name")
-    if all(isinstance(v, str) for v in logs):
-        for path in mark_interrupted(Path(logs[0]) / logs[1], skip=status_path):
+    if log_folder is not None:
+        for path in mark_interrupted(log_folder, skip=status_path):
             log.warning("marked %s interrupted: its job ended without a result", path)
     guard = contextlib.ExitStack()  # released in `finally`, after the last status is written
     if status_path:
@@ -202,9 +189,10 @@ def run_job(
         write_json(status_path, status)
     _catch_sigterm(guard)
     try:
-        checked = validate(cfg, in_sweep=in_sweep)
-        context = RunContext.from_config(checked)
+        point = make_point()
+        context = RunContext.start(point)
         status.update(
+            task=point.task,
             run_id=context.run_id,
             config_hash=context.config_hash,
             experiment_dir=str(context.experiment_dir),
@@ -213,11 +201,11 @@ def run_job(
             write_json(status_path, status)
         rows_path = run_path(context.experiment_dir, context.run_id)
         with cache.locked(rows_path):
-            if checked.run.skip_existing and run_done(context.experiment_dir, context.run_id):
+            if point.run.skip_existing and run_done(context.experiment_dir, context.run_id):
                 status["status"] = "skipped"
                 log.info("skipped %s: %s exists (same config hash)", context.run_id, rows_path)
             else:
-                rows = _complete(task_function(checked.task)(checked), checked, context)
+                rows = _complete(tasks[point.task](context), context)
                 record = {
                     **context.provenance,
                     "run_id": context.run_id,
@@ -229,7 +217,7 @@ def run_job(
                     if key in rows.columns and len(rows):
                         record[key] = float(rows[key].iloc[0])
                 write_run_record(
-                    context.experiment_dir, context.run_id, config_yaml(checked), record
+                    context.experiment_dir, context.run_id, point.resolved_yaml, record
                 )
                 write_run_rows(rows, context.experiment_dir, context.run_id)
                 status.update(status="ok", rows=len(rows))
@@ -239,9 +227,7 @@ def run_job(
             status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()
         )
         if not in_sweep:
-            raise  # reported once, by the entry point (benchmark.cli)
-        from benchmark.cli import error_message, traceback_requested
-
+            raise  # reported once, by the entry point (benchmark.errors)
         where = f" (traceback in {status_path})" if status_path else ""
         log.error("run failed: %s%s", error_message(exc), where, exc_info=traceback_requested())
     except (KeyboardInterrupt, SystemExit) as exc:  # recorded, then the process ends as asked
@@ -254,6 +240,6 @@ def run_job(
                 write_json(status_path, status)
         finally:
             guard.close()
-    if not in_sweep and status["status"] in ("ok", "skipped") and checked.task == "evaluate":
-        _print_summary(checked, context)
+    if not in_sweep and status["status"] in ("ok", "skipped") and point.task == "evaluate":
+        _print_summary(context, overrides)
     return status

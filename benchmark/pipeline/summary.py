@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+import yaml
 
-from benchmark.pipeline.context import config_yaml
 from benchmark.pipeline.evaluate import FP32_AGREEMENT_METRIC
 from benchmark.results import run_path
+from benchmark.schema import RunPoint
 
 __all__ = ["fp32_baseline", "fp32_command", "run_summary"]
 
@@ -31,26 +31,26 @@ _QUANT_GROUPS = {"precision", "granularity", "observer", "algorithm", "calibrati
 _PAIR = ["split", "case", "class", "metric", "tolerance_mm"]
 
 
-def _sections(cfg: DictConfig) -> dict[str, Any]:
+def _sections(point: RunPoint) -> dict[str, Any]:
     """The baseline sections as they read back from a run's ``.yaml`` (same round trip)."""
-    plain = OmegaConf.to_container(OmegaConf.create(config_yaml(cfg)), resolve=True)
+    plain = yaml.safe_load(point.resolved_yaml)
     return {key: plain.get(key) for key in BASELINE_KEYS}
 
 
-def fp32_baseline(experiment_dir: str | Path, cfg: DictConfig) -> pd.DataFrame | None:
-    """Rows of the FP32 runs of ``cfg``'s model/data/inference in ``experiment_dir``, or None.
+def fp32_baseline(experiment_dir: str | Path, point: RunPoint) -> pd.DataFrame | None:
+    """Rows of the FP32 runs of the point's model/data/inference in ``experiment_dir``, or None.
 
     Candidates are the run files named ``<model>-fp32-*`` (:func:`benchmark.config.run_name`);
-    each one's resolved config must agree with ``cfg`` on :data:`BASELINE_KEYS`.
+    each one's resolved config must agree with the point on :data:`BASELINE_KEYS`.
     """
     runs = Path(experiment_dir) / "runs"
-    wanted = _sections(cfg)
+    wanted = _sections(point)
     frames = []
-    for config_file in sorted(runs.glob(f"{cfg.model.name}-fp32-*.yaml")):
+    for config_file in sorted(runs.glob(f"{point.model.name}-fp32-*.yaml")):
         rows_file = config_file.with_suffix(".parquet")
         if not rows_file.is_file():
             continue
-        found = OmegaConf.to_container(OmegaConf.load(config_file), resolve=True)
+        found = yaml.safe_load(config_file.read_text())
         if found.get("precision", {}).get("name") != "fp32":
             continue
         if all(found.get(key) == wanted[key] for key in BASELINE_KEYS):
@@ -60,7 +60,7 @@ def fp32_baseline(experiment_dir: str | Path, cfg: DictConfig) -> pd.DataFrame |
     return pd.concat(frames, ignore_index=True).drop_duplicates(_PAIR, keep="last")
 
 
-def fp32_command(cfg: DictConfig, overrides: Sequence[str] | None) -> str:
+def fp32_command(point: RunPoint, overrides: Sequence[str] | None) -> str:
     """The command that adds the FP32 run of a run: its own options without the quantization
     point, plus ``precision=fp32 granularity=none``.
 
@@ -68,10 +68,10 @@ def fp32_command(cfg: DictConfig, overrides: Sequence[str] | None) -> str:
     options are spelled out from the config.
     """
     if overrides is None:
-        kept = [f"model={cfg.model.name}", f"data={cfg.data.name}"]
-        if cfg.data.get("root") is not None:
-            kept.append(f"data.root={cfg.data.root}")
-        kept.append(f"experiment_name={cfg.experiment_name}")
+        kept = [f"model={point.model.name}", f"data={point.data.name}"]
+        if point.data.root is not None:
+            kept.append(f"data.root={point.data.root}")
+        kept.append(f"experiment_name={point.experiment}")
     else:
         kept = [o for o in overrides if _override_group(o) not in _QUANT_GROUPS]
     words = ["python", "-m", "benchmark.run", *kept, "precision=fp32", "granularity=none"]
@@ -79,7 +79,7 @@ def fp32_command(cfg: DictConfig, overrides: Sequence[str] | None) -> str:
 
 
 def _override_group(override: str) -> str:
-    """``+quant.act_symmetric=true`` -> ``quant``; ``precision=w8a8`` -> ``precision``."""
+    """``+quant.act_mapping=symmetric`` -> ``quant``; ``precision=w8a8`` -> ``precision``."""
     key = override.split("=", 1)[0].lstrip("+~")
     return key.split(".", 1)[0].split("@", 1)[0]
 
@@ -98,7 +98,7 @@ def _drop(name: str, run: float, base: float) -> str:
 def run_summary(
     rows: pd.DataFrame,
     experiment_dir: str | Path,
-    cfg: DictConfig,
+    point: RunPoint,
     overrides: Sequence[str] | None = None,
 ) -> str:
     """One line: the point, mean DSC/NSD, their drop from the FP32 baseline, FP32 agreement.
@@ -106,17 +106,15 @@ def run_summary(
     Args:
         rows: the run's tidy rows (from :func:`benchmark.pipeline.evaluate.run_point`).
         experiment_dir: where the run's files (and its FP32 baseline's) are.
-        cfg: the run's validated config.
+        point: the run.
         overrides: the command line's overrides, for the FP32 command when it is missing.
     """
-    precision = cfg.precision.name
-    point = precision if precision == "fp32" else f"{precision} {rows['granularity'].iloc[0]}"
+    precision = point.precision
+    label = precision if precision == "fp32" else f"{precision} {rows['granularity'].iloc[0]}"
     scored = rows[rows["metric"].isin(["dsc", "nsd"])]
-    split = ", ".join(sorted(set(scored["split"].astype(str)))) or cfg.evaluation.split
-    head = (
-        f"{cfg.model.name} {point} on {cfg.data.name} ({split}, {scored['case'].nunique()} cases)"
-    )
-    nsd = f"NSD@{float(cfg.evaluation.tolerance_mm):g}mm"
+    split = ", ".join(sorted(set(scored["split"].astype(str)))) or point.evaluation.split
+    head = f"{point.model.name} {label} on {point.data.name} ({split}, {scored['case'].nunique()} cases)"
+    nsd = f"NSD@{float(point.evaluation.tolerance_mm):g}mm"
     dsc_run, nsd_run = _mean(scored, "dsc"), _mean(scored, "nsd")
     if precision == "fp32":
         return f"{head}: DSC {dsc_run:.3f}, {nsd} {nsd_run:.3f} (the FP32 baseline itself)"
@@ -124,7 +122,7 @@ def run_summary(
     agree = (
         f"; agreement with FP32 predictions DSC {agreement:.3f}" if np.isfinite(agreement) else ""
     )
-    baseline = fp32_baseline(experiment_dir, cfg)
+    baseline = fp32_baseline(experiment_dir, point)
     paired = None
     if baseline is not None:
         both = scored.merge(baseline[_PAIR + ["value"]], on=_PAIR, suffixes=("", "_fp32"))
@@ -134,7 +132,7 @@ def run_summary(
         why = "no FP32 run" if baseline is None else "its FP32 run scored none of these cases"
         return (
             f"{head}: DSC {dsc_run:.3f}, {nsd} {nsd_run:.3f}{agree}; {why} of this model and data "
-            f"in {experiment_dir}, so no drop from FP32: add it with {fp32_command(cfg, overrides)}"
+            f"in {experiment_dir}, so no drop from FP32: add it with {fp32_command(point, overrides)}"
         )
     parts = []
     for metric, name in (("dsc", "DSC"), ("nsd", nsd)):
@@ -145,9 +143,9 @@ def run_summary(
 
 
 def summary_for_run(
-    experiment_dir: str | Path, run_id: str, cfg: DictConfig, overrides: Sequence[str] | None
+    experiment_dir: str | Path, run_id: str, point: RunPoint, overrides: Sequence[str] | None
 ) -> str:
     """:func:`run_summary` of a finished run read back from its rows file."""
     return run_summary(
-        pd.read_parquet(run_path(experiment_dir, run_id)), experiment_dir, cfg, overrides
+        pd.read_parquet(run_path(experiment_dir, run_id)), experiment_dir, point, overrides
     )

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmark.cli import run_cli
+from benchmark.errors import run_cli
 from benchmark.plots import make_figures
 from benchmark.report.__main__ import load_results
 

@@ -2,7 +2,8 @@
 
 ``quantize(model, QuantSpec(...))`` returns a quantized copy, ``calibrate(qmodel, batches)``
 collects static ranges, ``save_ranges``/``load_ranges`` cache them, and
-``quantization_table(qmodel)`` reports which module was quantized how. Definitions and every
+``quantization_table(qmodel, example)`` reports every compute op, quantized or left in float,
+and ``quant_table_hash`` condenses it into a short id. Definitions and every
 policy choice are documented in the submodules: ``spec`` (defaults and why), ``granularity``
 (axes), ``primitives`` (grids and formulas), ``modules`` and ``attention`` (what each operator
 quantizes), ``factorized`` (integer execution).
@@ -26,6 +27,7 @@ from benchmark.quant.api import (
     calibrate,
     copy_ranges,
     load_ranges,
+    quant_table_hash,
     quantization_table,
     quantize,
     quantized_layer_names,
@@ -65,6 +67,7 @@ __all__ = [
     "load_ranges",
     "copy_ranges",
     "quantization_table",
+    "quant_table_hash",
     "quantized_layer_names",
     "FloatCast",
     "Granularity",

@@ -2,21 +2,34 @@
 
 Typical use (one sweep point)::
 
-    qmodel = quantize(model, QuantSpec("w4a4", "adaptive", "percentile"))
+    example = torch.zeros(1, in_channels, *roi)
+    qmodel = quantize(model, QuantSpec("w4a4", "adaptive", "percentile"), example=example)
     path = cache / f"{model_name}_{spec.calibration_key()}_{calib_id}.pt"
     if path.exists():
         load_ranges(qmodel, path)
     else:
         calibrate(qmodel, calibration_patches(dataset, n=16, roi_size=roi))
         save_ranges(qmodel, path)
-    print(quantization_table(qmodel).to_string())
+    print(quantization_table(qmodel, example).to_string())
 
 Layer selection: every module whose exact type has a quantized counterpart (Conv2d/3d,
 ConvTranspose2d/3d, Linear, MONAI SABlock/WindowAttention, nn.MultiheadAttention), minus the
 ``exclude`` name patterns and ``exclude_types``, restricted to ``include`` patterns when given
-(fnmatch on the dotted module name, e.g. ``decoder.*``). ``keep_first_last`` additionally keeps the
-first and last selected conv/linear layers (in registration order: the stem conv and, for
-nnU-Net/MONAI networks, the segmentation head) in float32.
+(fnmatch on the dotted module name, e.g. ``decoder.*``).
+
+With ``example=`` (an input of the inference shape; zeros do), ``quantize`` first traces one
+forward of the float model (:mod:`benchmark.quant.tracing`) and selection follows the data flow:
+
+- modules the forward never runs (unused deep-supervision heads) stay float32, listed
+  ``float32 (unused in forward)``;
+- ``keep_first_last`` keeps in float32 every conv/linear layer whose input derives from the
+  model input with no other conv/linear layer in between (the stem, and e.g. SwinUNETR's
+  ``encoder1`` beside its patch embedding) and every one whose output reaches the model output
+  with no other in between (the segmentation head); it needs the example;
+- matmuls of two activations written inline in a module's forward (``torch.einsum``, ``@``,
+  ``F.scaled_dot_product_attention``: MedFormer's attention) are quantized with
+  ``quantize_attention`` (:mod:`benchmark.quant.functional_attention`). Without an example they
+  cannot be found and stay float32; ``quantization_table(qmodel, example)`` lists them.
 
 Non-finite values at inference are errors, not silently quantized: a quantized model checks
 its inputs, and when its output holds NaN/Inf it runs the input once more with every quantizer
@@ -31,20 +44,21 @@ calibration: weight transforms before it, range adjustments and data-driven opti
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import fnmatch
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
-import pandas as pd
 import torch
 from torch import nn
 
-from benchmark.quant.attention import QuantAttention
-from benchmark.quant.errors import CalibrationError, NoQuantizableLayerError
+from benchmark.quant.errors import CalibrationError, NoQuantizableLayerError, QuantSpecError
 from benchmark.quant.floatcast import FloatCast, flatten
+from benchmark.quant.functional_attention import functional_handler, sites_of
+from benchmark.quant.handlers import QUANTIZED
 from benchmark.quant.handlers import handlers as handler_classes
-from benchmark.quant.modules import LAYER_CLASSES, QuantLayer
-from benchmark.quant.quantizer import check_finite
+from benchmark.quant.modules import LAYER_CLASSES
+from benchmark.quant.quantizer import WeightQuantizer, check_finite
 from benchmark.quant.ranges import (
     activation_quantizers,
     copy_ranges,
@@ -54,6 +68,8 @@ from benchmark.quant.ranges import (
     spec_of,
 )
 from benchmark.quant.spec import QuantSpec
+from benchmark.quant.table import TABLE_COLUMNS, quant_table_hash, quantization_table
+from benchmark.quant.tracing import Trace, trace
 
 __all__ = [
     "quantize",
@@ -62,55 +78,106 @@ __all__ = [
     "load_ranges",
     "copy_ranges",
     "quantization_table",
+    "quant_table_hash",
     "quantized_layer_names",
     "FloatCast",
+    "TABLE_COLUMNS",
 ]
 
-TABLE_COLUMNS = [
-    "module",
-    "op_type",
-    "weight_scheme",
-    "activation_scheme",
-    "w_bits",
-    "a_bits",
-    "execution",
-    "calibrated",
-]
+
+# (owner module, row name, op_type, reason) of a candidate kept in float32
+Skipped = tuple[str, str, str, str]
 
 
 def _handlers(spec: QuantSpec) -> dict[type, type]:
     return handler_classes(spec.quantize_attention)
 
 
-def _select(model: nn.Module, spec: QuantSpec) -> tuple[list[str], list[tuple[str, str]]]:
-    """Names to quantize, and ``(name, reason)`` for candidates kept in float32."""
+def _skip_reason(name: str, type_name: str, spec: QuantSpec, flow: Trace | None) -> str | None:
+    """Why a candidate stays float32 (``None``: it is quantized)."""
+    if flow is not None and name not in flow.calls:
+        return "unused in forward"
+    if spec.include and not any(fnmatch.fnmatchcase(name, p) for p in spec.include):
+        return "not in include"
+    if any(fnmatch.fnmatchcase(name, p) for p in spec.exclude):
+        return "exclude pattern"
+    if type_name in spec.exclude_types:
+        return "exclude_types"
+    return None
+
+
+def _functional(model: nn.Module, flow: Trace | None) -> dict[str, tuple]:
+    """Modules (not of a handled type) whose own forward multiplies two activations: their sites."""
+    if flow is None:
+        return {}
+    handled = handler_classes(True)
+    found = {}
+    for name, module in model.named_modules():
+        calls = flow.calls.get(name)
+        if type(module) in handled or not calls:
+            continue
+        if any(op.functional_attention for ops in calls for op in ops):
+            found[name] = sites_of(calls)
+    return found
+
+
+def _select(
+    model: nn.Module, spec: QuantSpec, flow: Trace | None = None
+) -> tuple[list[str], dict[str, tuple], list[Skipped]]:
+    """Modules to quantize, the functional-attention ones among them with their call sites,
+    and the candidates kept in float32, all in registration order."""
     handlers = _handlers(spec)
-    candidates = [n for n, m in model.named_modules() if type(m) in handlers and n]
-    chosen, skipped = [], []
-    for name in candidates:
-        type_name = type(model.get_submodule(name)).__name__
-        if spec.include and not any(fnmatch.fnmatchcase(name, p) for p in spec.include):
-            skipped.append((name, "not in include"))
-        elif any(fnmatch.fnmatchcase(name, p) for p in spec.exclude):
-            skipped.append((name, "exclude pattern"))
-        elif type_name in spec.exclude_types:
-            skipped.append((name, "exclude_types"))
-        else:
+    functional = _functional(model, flow)
+    chosen, sites, skipped = [], {}, []
+    for name, module in model.named_modules():
+        if not name or (type(module) not in handlers and name not in functional):
+            continue
+        type_name = type(module).__name__
+        reason = _skip_reason(name, type_name, spec, flow)
+        if name in functional:
+            calls = functional[name]
+            if reason is None and not spec.quantize_attention:
+                reason = "quantize_attention=False"
+            if reason is None and calls is None:
+                reason = "matmul calls differ between calls of the module"
+            if reason is None:
+                chosen.append(name)
+                sites[name] = calls
+                continue
+            for op in {op.label: op for ops in flow.calls[name] for op in ops}.values():
+                if op.functional_attention:
+                    row = f"{name}.{op.label}"
+                    skipped.append((name, row, f"{type_name}.{op.op}", reason))
+            continue
+        if reason is None:
             chosen.append(name)
+        else:
+            skipped.append((name, name, type_name, reason))
     if spec.keep_first_last:
-        layers = [n for n in chosen if type(model.get_submodule(n)) in LAYER_CLASSES]
-        for name in {layers[0], layers[-1]} if layers else set():
+        ends = set(flow.first) | set(flow.last)
+        kept = [n for n in chosen if n in ends]
+        for name in kept:
             chosen.remove(name)
-            skipped.append((name, "keep_first_last"))
-    return chosen, skipped
+            type_name = type(model.get_submodule(name)).__name__
+            skipped.append((name, name, type_name, "keep_first_last"))
+        order = {n: i for i, (n, _) in enumerate(model.named_modules())}
+        skipped.sort(key=lambda entry: order[entry[0]])
+    return chosen, sites, skipped
 
 
-def quantize(model: nn.Module, spec: QuantSpec) -> nn.Module:
+def _layer_names(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if type(m) in LAYER_CLASSES]
+
+
+def quantize(model: nn.Module, spec: QuantSpec, example: torch.Tensor | None = None) -> nn.Module:
     """A fake-quantized copy of ``model`` for ``spec``; ``model`` itself is not modified.
 
     Args:
         model: any ``nn.Module`` (in eval mode for inference).
         spec: the quantization point.
+        example: an input of the inference shape ``[B, C, *roi]`` (``torch.zeros`` is enough:
+            only the data flow is read). With it, selection follows one traced forward (see the
+            module docstring); ``keep_first_last`` needs it.
 
     Returns:
         ``fp32``: a deep copy. ``fp16``/``bf16``: a :class:`FloatCast` around a cast copy.
@@ -120,6 +187,7 @@ def quantize(model: nn.Module, spec: QuantSpec) -> nn.Module:
     Raises:
         NoQuantizableLayerError: no layer left after selection (the message lists candidates).
         NonFiniteError: a selected layer's weight holds NaN/Inf.
+        QuantSpecError: ``keep_first_last`` without ``example``.
     """
     if not isinstance(spec, QuantSpec):
         raise TypeError(
@@ -131,10 +199,17 @@ def quantize(model: nn.Module, spec: QuantSpec) -> nn.Module:
             qmodel = FloatCast(qmodel.to(spec.float_dtype), spec.float_dtype)
         qmodel.quant_spec = spec
         qmodel.quant_skipped = []
+        qmodel.quant_traced = example is not None
         return qmodel
-    chosen, skipped = _select(qmodel, spec)
+    if spec.keep_first_last and example is None:
+        raise QuantSpecError(
+            "keep_first_last finds the first and last layers by data flow: pass "
+            "quantize(model, spec, example=torch.zeros(1, C, *roi)) with the input shape"
+        )
+    flow = None if example is None else trace(qmodel, example, _layer_names(qmodel))
+    chosen, sites, skipped = _select(qmodel, spec, flow)
     if not chosen:
-        found = [f"{n} ({r})" for n, r in skipped] or ["none"]
+        found = [f"{row} ({reason})" for _, row, _, reason in skipped] or ["none"]
         raise NoQuantizableLayerError(
             f"no layer of {type(model).__name__} is quantized by {spec.precision}/{spec.granularity}; "
             f"supported types: {', '.join(t.__name__ for t in _handlers(spec))}; candidates: "
@@ -145,10 +220,15 @@ def quantize(model: nn.Module, spec: QuantSpec) -> nn.Module:
         module = qmodel.get_submodule(name)
         for param_name, param in module.named_parameters(recurse=False):
             check_finite(param, f"parameter {name}.{param_name} of {type(model).__name__}")
-        module.__class__ = handlers[type(module)]
-        module.quant_init(spec, name)
+        if name in sites:
+            module.__class__ = functional_handler(type(module))
+            module.quant_init(spec, name, sites[name])
+        else:
+            module.__class__ = handlers[type(module)]
+            module.quant_init(spec, name)
     qmodel.quant_spec = spec
     qmodel.quant_skipped = skipped
+    qmodel.quant_traced = example is not None
     qmodel.register_forward_pre_hook(_check_inputs)
     qmodel.register_forward_hook(_check_output)
     return qmodel
@@ -228,15 +308,32 @@ def calibrate(qmodel: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
     return qmodel
 
 
+@contextlib.contextmanager
+def _unrounded_weights(qmodel: nn.Module) -> Iterator[None]:
+    """Within the block every weight quantizer returns its weight transformed but not rounded
+    (``QuantSpec.calibration_weights="float"``)."""
+    quantizers = [m for m in qmodel.modules() if isinstance(m, WeightQuantizer)]
+    try:
+        for quantizer in quantizers:
+            quantizer.forward = quantizer._transformed
+        yield
+    finally:
+        for quantizer in quantizers:
+            del quantizer.forward
+
+
 def _calibrate_ranges(qmodel: nn.Module, batches: Iterable[torch.Tensor]) -> None:
-    """Observe ``batches`` (in eval mode, without autograd) and freeze the static ranges."""
+    """Observe ``batches`` (in eval mode, without autograd) and freeze the static ranges;
+    behind quantized or float weights as ``QuantSpec.calibration_weights`` says."""
     quantizers = activation_quantizers(qmodel)
     device = next((p.device for p in qmodel.parameters()), torch.device("cpu"))
     count = 0
     for quantizer in quantizers.values():
         quantizer.start_observing()
+    float_weights = spec_of(qmodel).calibration_weights == "float"
+    weights = _unrounded_weights(qmodel) if float_weights else contextlib.nullcontext()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), weights:
             for batch in batches:
                 if not isinstance(batch, torch.Tensor):
                     raise CalibrationError(
@@ -258,49 +355,6 @@ def _calibrate_ranges(qmodel: nn.Module, batches: Iterable[torch.Tensor]) -> Non
             quantizer._observer = None
 
 
-def quantization_table(qmodel: nn.Module) -> pd.DataFrame:
-    """Which module is quantized how: one row per layer or attention matmul.
-
-    Columns: ``module``, ``op_type``, ``weight_scheme``, ``activation_scheme`` (``granularity/
-    static|dynamic/mapping``), ``w_bits``, ``a_bits``, ``execution`` (``integer-factorizable``,
-    ``integer-factorizable per kernel position``, ``simulation-only``, or ``float32 (<reason>)``
-    for skipped candidates and ``fp16``/``bf16``/``fp32`` casts), ``calibrated``.
-    """
-    spec = spec_of(qmodel)
-    rows = []
-    if spec.is_float:
-        handlers = _handlers(spec)
-        for name, module in qmodel.named_modules():
-            if type(module) in handlers:
-                rows.append(
-                    {
-                        "module": name,
-                        "op_type": type(module).__name__,
-                        "weight_scheme": spec.precision,
-                        "activation_scheme": spec.precision,
-                        "execution": f"{spec.precision} cast",
-                        "calibrated": True,
-                    }
-                )
-        return pd.DataFrame(rows, columns=TABLE_COLUMNS)
-    for name, module in qmodel.named_modules():
-        if isinstance(module, (QuantLayer, QuantAttention)):
-            rows.extend(module.quant_rows(name))
-    for name, reason in qmodel.quant_skipped:
-        rows.append(
-            {
-                "module": name,
-                "op_type": type(qmodel.get_submodule(name)).__name__,
-                "execution": f"float32 ({reason})",
-            }
-        )
-    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
-
-
 def quantized_layer_names(qmodel: nn.Module) -> list[str]:
-    """Dotted names of the quantized layers and attention blocks, in registration order."""
-    return [
-        name
-        for name, module in qmodel.named_modules()
-        if isinstance(module, (QuantLayer, QuantAttention))
-    ]
+    """Dotted names of the quantized layers and attention modules, in registration order."""
+    return [name for name, module in qmodel.named_modules() if isinstance(module, QUANTIZED)]

@@ -88,7 +88,9 @@ class QuantLayer:
             and self.input_quant.enabled
             and self.input_quant.bits <= 8
             and self.weight_quant.bits <= 8
-            and self.input_quant.mapping != "asymmetric"
+            # dynamic affine grids compute their codes apart from the forward's rounding, so
+            # ties may round differently; they take the fake-quant path (same function)
+            and not (self.input_quant.dynamic and self.input_quant.mapping == "asymmetric")
             and self.weight_quant.mapping == "symmetric"
         )
 
@@ -150,9 +152,10 @@ def _padding(conv) -> tuple[int, ...]:
 class _QuantConv(_QuantConvBase):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._use_integer_path() and self.execution == "integer-factorizable":
-            codes, act_scale, _ = self.input_quant.codes(x)
+            codes, act_scale, act_zp = self.input_quant.codes(x)
             w_codes, w_scale, _ = self.weight_quant.codes(self.weight)
-            return factorized_conv(self, codes, act_scale, w_codes, w_scale)
+            # centred codes (q - z) are still integers; a zero voxel of the padding is 0
+            return factorized_conv(self, codes - act_zp, act_scale, w_codes, w_scale)
         return self._conv_forward(self.input_quant(x), self.weight_quant(self.weight), self.bias)
 
 
@@ -209,9 +212,9 @@ class QuantLinear(QuantLayer, nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._use_integer_path():
-            codes, act_scale, _ = self.input_quant.codes(x)
+            codes, act_scale, act_zp = self.input_quant.codes(x)
             w_codes, w_scale, _ = self.weight_quant.codes(self.weight)
-            return factorized_linear(codes, act_scale, w_codes, w_scale, self.bias)
+            return factorized_linear(codes - act_zp, act_scale, w_codes, w_scale, self.bias)
         return F.linear(self.input_quant(x), self.weight_quant(self.weight), self.bias)
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "quantize_codes",
     "dequantize_codes",
     "round_ste",
+    "scale_gradient",
     "fake_quantize_ste",
 ]
 
@@ -218,15 +219,54 @@ def round_ste(v: torch.Tensor) -> torch.Tensor:
     return v + (torch.round(v) - v).detach()
 
 
+class _ScaleGradient(torch.autograd.Function):
+    """Identity forward, gradient times a constant factor."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, factor: float) -> torch.Tensor:
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad * ctx.factor, None
+
+
+def scale_gradient(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """``x`` itself in the forward pass, ``factor * grad`` in the backward pass.
+
+    LSQ's step-size gradient scale: an autograd function rather than the usual
+    ``(x - x g).detach() + x g``, whose value differs from ``x`` by float32 rounding, so a
+    learnable grid computes exactly the numbers of the frozen one.
+    """
+    if factor == 1.0:
+        return x
+    return _ScaleGradient.apply(x, float(factor))
+
+
 def fake_quantize_ste(
-    x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, qmin: int, qmax: int
+    x: torch.Tensor,
+    scale: torch.Tensor,
+    offset: torch.Tensor,
+    qmin: int,
+    qmax: int,
+    grad_scale: float = 1.0,
 ) -> torch.Tensor:
     """Differentiable fake quantization with a learnable ``scale`` and zero point ``offset``.
 
     ``(clamp(round(x s^-1) + round(z), q_min, q_max) - round(z)) s`` with straight-through
-    rounding (LSQ-style gradients to ``x``, ``s`` and ``z``); at an integer ``z`` its values are
-    those of :func:`fake_quantize`.
+    rounding; at an integer ``z`` its values are those of :func:`fake_quantize` bit for bit.
+    The gradients are LSQ's (Esser et al. 2020) and, for the offset, LSQ+'s (Bhalgat et al.
+    2020) with the offset counted in codes:
+
+    - ``dx^/dx = 1`` inside the grid, ``0`` where ``x`` is clipped;
+    - ``dx^/ds = round(x/s) - x/s`` inside, ``q_min - z`` or ``q_max - z`` where clipped;
+    - ``dx^/dz = 0`` inside, ``-s`` where clipped;
+
+    the last two multiplied by ``grad_scale`` (LSQ's ``g = 1 / sqrt(N q_max)``, ``N`` the
+    number of values sharing one scale).
     """
-    zero_point = round_ste(offset)
+    scale = scale_gradient(scale, grad_scale)
+    zero_point = round_ste(scale_gradient(offset, grad_scale))
     codes = torch.clamp(round_ste(x * torch.reciprocal(scale)) + zero_point, qmin, qmax)
     return (codes - zero_point) * scale

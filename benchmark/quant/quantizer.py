@@ -11,8 +11,13 @@ scalar clamp bounds (cache-blocked on CPU). Running it before calibration raises
 For quantization-aware training, :meth:`ActivationQuantizer.make_learnable` and
 :meth:`WeightQuantizer.make_learnable` turn the scale and zero point into parameters; the
 forward is then :func:`~benchmark.quant.primitives.fake_quantize_ste` (straight-through
-rounding). ``enabled = False`` passes values through unquantized (an algorithm's float
-reference); ``check_inputs`` makes a quantizer reject NaN/Inf inputs at inference.
+rounding, LSQ's gradient scale). ``freeze_learned`` turns them back into buffers: the quantizer
+is an ordinary calibrated one again, whose forward computes the numbers the learnable one did.
+A weight quantizer keeps its learned ``scale``/``zero_point`` as buffers (instead of taking the
+scale from the weight's range); ``load_state_dict`` re-creates them from a saved state. Dynamic
+quantizers pass straight-through gradients too. ``enabled = False`` passes values through
+unquantized (an algorithm's float reference); ``check_inputs`` makes a quantizer reject NaN/Inf
+inputs at inference.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from benchmark.quant.primitives import (
     fake_quantize_ste,
     quant_range,
     quantize_codes,
+    round_ste,
 )
 
 __all__ = ["ActivationQuantizer", "WeightQuantizer", "check_finite"]
@@ -164,7 +170,11 @@ class ActivationQuantizer(nn.Module):
         self.lo, self.hi = lo.detach().clone(), hi.detach().clone()
 
     def make_learnable(self) -> list[nn.Parameter]:
-        """Turn the calibrated scale and zero point into parameters (returned) for QAT."""
+        """Turn the calibrated scale and zero point into parameters (returned) for QAT.
+
+        The offset trains only on the asymmetric grid (LSQ+); the other grids keep their zero
+        point at 0, so their offset is created with ``requires_grad=False``.
+        """
         if self.dynamic or self.scale is None:
             raise QuantError(
                 f"{self.label}: only calibrated static ranges can be learned; calibrate first "
@@ -173,9 +183,29 @@ class ActivationQuantizer(nn.Module):
         scale, offset = self.scale.detach().clone(), self.zero_point.float()
         del self.scale
         self.scale = nn.Parameter(scale)
-        self.offset = nn.Parameter(offset)
+        self.offset = nn.Parameter(offset, requires_grad=self.resolved_mapping == "asymmetric")
         self.learnable, self._per_tensor = True, None
         return [self.scale, self.offset]
+
+    def freeze_learned(self) -> None:
+        """Learned scale and rounded offset become the calibrated ``scale``/``zero_point``
+        buffers; ``lo``/``hi`` become the range the learned grid covers."""
+        scale = self.scale.detach().clone()
+        zero_point = torch.round(self.offset.detach()).to(torch.int32)
+        del self.scale, self.offset
+        self.register_buffer("scale", scale)
+        self.zero_point = zero_point
+        self.lo = (self.qmin - zero_point) * scale
+        self.hi = (self.qmax - zero_point) * scale
+        self.learnable = False
+        self._per_tensor = (float(scale), int(zero_point)) if scale.numel() == 1 else None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """A loaded scale may be a learned one, not the one ``lo``/``hi`` give: refresh the
+        per-tensor scalars from what was loaded."""
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if not self.learnable and self.scale is not None and self.scale.numel() == 1:
+            self._per_tensor = (float(self.scale), int(self.zero_point))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._observer is not None:
@@ -207,7 +237,10 @@ class ActivationQuantizer(nn.Module):
     def _static(self, x: torch.Tensor) -> torch.Tensor:
         """The calibrated forward (shape already checked)."""
         if self.learnable:
-            return fake_quantize_ste(x, self.scale, self.offset, self.qmin, self.qmax)
+            # LSQ's N: the values of one sample that share a scale (static scales have dim 0 = 1)
+            shared = max(1, x[0].numel() // self.scale.numel())
+            grad_scale = (shared * self.qmax) ** -0.5
+            return fake_quantize_ste(x, self.scale, self.offset, self.qmin, self.qmax, grad_scale)
         scale, zero_point = self._per_tensor or (self.scale, self._zero_point_arg())
         return fake_quantize(x, scale, zero_point, self.qmin, self.qmax, out=self._output_for(x))
 
@@ -252,6 +285,10 @@ class ActivationQuantizer(nn.Module):
         if isinstance(qmin, int):
             zero_point = zp if self.mapping == "asymmetric" else 0
             return fake_quantize(x, scale, zero_point, qmin, qmax, out=self._output_for(x))
+        if torch.is_grad_enabled() and x.requires_grad:
+            # the same codes with straight-through rounding (quantize_codes has no gradient)
+            codes = torch.clamp(round_ste(x * torch.reciprocal(scale.float())) + zp, qmin, qmax)
+            return dequantize_codes(codes, scale, zp)
         return dequantize_codes(quantize_codes(x, scale, zp, qmin, qmax), scale, zp)
 
     def codes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -304,6 +341,9 @@ class WeightQuantizer(nn.Module):
         self.transforms: list[Callable[[torch.Tensor], torch.Tensor]] = []
         self.enabled = True
         self.learnable = False
+        # learned quantization parameters (set by freeze_learned); None: from the weight's range
+        self.register_buffer("scale", None)
+        self.register_buffer("zero_point", None)
         self._key: tuple | None = None
         self._cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
@@ -330,31 +370,61 @@ class WeightQuantizer(nn.Module):
 
     def _compute(self, w: torch.Tensor) -> tuple:
         """``(fake-quantized weight, codes, scale, zero point)`` of a transformed weight."""
-        dims = self.granularity.scale_dims(w.ndim)
-        lo, hi = estimate_range(w, dims, self.observer_kind, bits=self.bits, mapping=self.mapping)
-        scale, zp, _, _ = choose_qparams(lo, hi, self.bits, self.mapping)
+        if self.scale is not None:
+            # a state loaded on the CPU before the model moved keeps working on the weight's device
+            scale, zp = self.scale.to(w.device), self.zero_point.to(w.device)
+        else:
+            dims = self.granularity.scale_dims(w.ndim)
+            lo, hi = estimate_range(
+                w, dims, self.observer_kind, bits=self.bits, mapping=self.mapping
+            )
+            scale, zp, _, _ = choose_qparams(lo, hi, self.bits, self.mapping)
         fq = fake_quantize(w.float().contiguous(), scale, zp, self.qmin, self.qmax)
         codes = quantize_codes(w.float(), scale, zp, self.qmin, self.qmax)
         return fq, codes, scale, zp
 
     def make_learnable(self, weight: torch.Tensor) -> list[nn.Parameter]:
         """Start from ``weight``'s scale and zero point as parameters (returned) for QAT; the
-        forward then quantizes the live weight differentiably (no cache)."""
+        forward then quantizes the live weight differentiably (no cache). The offset trains
+        only on the asymmetric grid (created with ``requires_grad=False`` otherwise)."""
         self._refresh(weight)
         _, _, scale, zp = self._cache
         if zp is None:
             raise QuantError(f"{self.label}: learnable scales need an integer weight grid")
         self.scale = nn.Parameter(scale.detach().clone())
-        self.offset = nn.Parameter(zp.float())
+        self.offset = nn.Parameter(zp.float(), requires_grad=self.mapping == "asymmetric")
         self.learnable = True
+        self.invalidate()
         return [self.scale, self.offset]
+
+    def freeze_learned(self) -> None:
+        """The learned scale and rounded offset become fixed ``scale``/``zero_point`` buffers
+        that the cached (non-learnable) forward quantizes with."""
+        scale = self.scale.detach().clone()
+        zero_point = torch.round(self.offset.detach()).to(torch.int32)
+        del self.scale, self.offset
+        self.register_buffer("scale", scale)
+        self.register_buffer("zero_point", zero_point)
+        self.learnable = False
+        self.invalidate()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """A saved state with learned ``scale``/``zero_point`` creates those buffers first."""
+        for name in ("scale", "zero_point"):
+            saved = state_dict.get(prefix + name)
+            if saved is not None and name in self._buffers and self._buffers[name] is None:
+                self._buffers[name] = torch.empty_like(saved)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.invalidate()
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return weight
         if self.learnable:
             w = self._transformed(weight)
-            return fake_quantize_ste(w, self.scale, self.offset, self.qmin, self.qmax)
+            # LSQ's N: the weights that share one scale
+            grad_scale = (max(1, w.numel() // self.scale.numel()) * self.qmax) ** -0.5
+            return fake_quantize_ste(w, self.scale, self.offset, self.qmin, self.qmax, grad_scale)
         self._refresh(weight)
         return self._cache[0]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from benchmark.cli import run_cli
+from benchmark.errors import run_cli
 from benchmark.readiness.report import load_results, write_reports
 
 __all__ = ["main"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 import benchmark
-from benchmark.cli import run_cli
+from benchmark.errors import run_cli
 from benchmark.report.baseline import cached_baselines
 from benchmark.report.render import FORMATS, table_text
 from benchmark.report.table import read_published

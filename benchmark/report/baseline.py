@@ -15,9 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
 
+import benchmark.data as data_layer
+import benchmark.metrics as metrics_layer
+from benchmark.points import cache
+from benchmark.points.records import point_from_yaml
+from benchmark.points.sources import fp32_cache_dir
 from benchmark.report.table import CACHED_BASELINE_PREFIX
+from benchmark.schema import RunPoint
 
 __all__ = ["cached_baselines", "fp32_command", "missing_baselines"]
 
@@ -55,7 +60,7 @@ def missing_baselines(results: pd.DataFrame) -> list[tuple[str, str, str]]:
     return [key for key, present in has_fp32.items() if not present]
 
 
-def fp32_command(cfg: DictConfig | None, model: str, dataset: str, split: str) -> str:
+def fp32_command(cfg: RunPoint | None, model: str, dataset: str, split: str) -> str:
     """The command that adds the FP32 run beside a quantized run of ``cfg`` (or of ``model``)."""
     if cfg is None:
         return (
@@ -68,7 +73,7 @@ def fp32_command(cfg: DictConfig | None, model: str, dataset: str, split: str) -
         f"inference={cfg.inference.name}",
         "precision=fp32",
         "granularity=none",
-        f"experiment_name={cfg.experiment_name}",
+        f"experiment_name={cfg.experiment}",
     ]
     if cfg.evaluation.split != "test":
         parts.append(f"evaluation.split={cfg.evaluation.split}")
@@ -77,12 +82,8 @@ def fp32_command(cfg: DictConfig | None, model: str, dataset: str, split: str) -
     return "python -m benchmark.run " + " ".join(parts)
 
 
-def _score_cached(cfg: DictConfig, folder: Path, cases: list[str]) -> pd.DataFrame:
+def _score_cached(cfg: RunPoint, folder: Path, cases: list[str]) -> pd.DataFrame:
     """Tidy DSC/NSD/HD95 rows of the cached FP32 label maps in ``folder`` (one per case)."""
-    import benchmark.data as data_layer
-    import benchmark.metrics as metrics_layer
-    from benchmark.pipeline import cache
-
     dataset = data_layer.open_dataset(cfg.data)
     labels = {int(k): str(v) for k, v in dataset.labels.items()}
     foreground = [k for k in sorted(labels) if k != 0]
@@ -118,12 +119,10 @@ def _baseline_for(
             f"no FP32 run of {where} and no run config ({runs_dir}/<run_id>.yaml) to find its "
             f"cached FP32 predictions; drops need the baseline: {fp32_command(None, *group)}"
         )
-    cfg = OmegaConf.load(config_file)
+    cfg = point_from_yaml(config_file.read_text(), run_id=config_file.stem)
     command = fp32_command(cfg, *group)
     run_rows = rows[rows["run_id"] == config_file.stem]
     cases = sorted(run_rows["case"].astype(str).unique())
-    from benchmark.pipeline.sources import fp32_cache_dir
-
     try:
         folder = fp32_cache_dir(cfg)
     except Exception as exc:  # a checkpoint gone, or a run config older than today's keys

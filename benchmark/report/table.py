@@ -4,19 +4,23 @@ Columns as in MedQuanBench: framework, architecture, category, params (M), preci
 granularity, DSC (Δ%) and NSD (Δ%), where a cell reads ``0.387 (55.6%)``: the mean score and
 its relative drop from the same model's FP32 run (``↑`` marks an increase). Scores are averaged
 over foreground classes within each case, then over cases. Axes that vary inside a sweep besides
-precision and granularity (observer, algorithm, calibration size) get columns of their own.
+precision and granularity (observer, algorithm, calibration size, and any other field of the
+quantization spec, e.g. ``act_mapping`` or ``keep_first_last``) get columns of their own, so two
+runs never print as identical-looking lines.
 :func:`numeric_table` holds the same lines as numbers, one per column, for CSV.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from benchmark.metrics import format_with_drop, paired_bootstrap, relative_drop
+from benchmark.quant import QuantSpec
 
 __all__ = [
     "CACHED_BASELINE_PREFIX",
@@ -46,19 +50,26 @@ _FLOAT_ORDER = {"fp32": 0, "fp16": 1, "bf16": 2}
 _MODEL_KEYS = ["framework", "display_name", "family", "params_m", "model", "dataset", "split"]
 _POINT_KEYS = ["precision", "w_bits", "a_bits", "granularity", "observer", "algorithm", "calib_n"]
 _OPTIONAL_AXES = {"observer": "Observer", "algorithm": "Algorithm", "calib_n": "Calib. N"}
+#: the other spec fields rows carry (one column each); a run written before carries none
+_SPEC_KEYS = [f.name for f in fields(QuantSpec) if f.name not in _POINT_KEYS]
+
+
+def _point_keys(results: pd.DataFrame) -> list[str]:
+    return _POINT_KEYS + [k for k in _SPEC_KEYS if k in results.columns]
 
 
 def case_scores(results: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Per run x case score: the mean of ``metric`` over foreground classes (NaN-skipping).
 
     Returns:
-        Columns ``_MODEL_KEYS + _POINT_KEYS + ["run_id", "case", "value"]``.
+        Columns ``_MODEL_KEYS + _POINT_KEYS``, the spec fields the rows carry, ``run_id``,
+        ``case``, ``value``.
     """
     rows = results[(results["metric"] == metric) & (results["class"] > 0)]
     for key in _MODEL_KEYS + _POINT_KEYS:
         if key not in rows.columns:
             rows = rows.assign(**{key: None})
-    keys = _MODEL_KEYS + _POINT_KEYS + ["run_id", "case"]
+    keys = _MODEL_KEYS + _point_keys(rows) + ["run_id", "case"]
     return rows.groupby(keys, dropna=False, sort=False)["value"].mean().reset_index()
 
 
@@ -67,7 +78,7 @@ def run_means(results: pd.DataFrame, metrics: tuple[str, ...] = ("dsc", "nsd")) 
     frames = []
     for metric in metrics:
         per_case = case_scores(results, metric)
-        keys = _MODEL_KEYS + _POINT_KEYS + ["run_id"]
+        keys = _MODEL_KEYS + _point_keys(per_case) + ["run_id"]
         mean = per_case.groupby(keys, dropna=False, sort=False)["value"].mean().rename(metric)
         frames.append(mean)
     return pd.concat(frames, axis=1).reset_index()
@@ -249,7 +260,8 @@ def make_table(
 def _varying_axes(lines: pd.DataFrame) -> dict[str, str]:
     """Sweep axes besides precision and granularity that vary among the quantized runs."""
     quantized = lines[~lines["precision"].isin(list(_FLOAT_ORDER))]
-    return {k: t for k, t in _OPTIONAL_AXES.items() if quantized[k].nunique(dropna=False) > 1}
+    axes = {**_OPTIONAL_AXES, **{k: k for k in _SPEC_KEYS if k in lines.columns}}
+    return {k: t for k, t in axes.items() if quantized[k].astype(str).nunique() > 1}
 
 
 def _score_cell(value: float, drop_pct: float) -> str:

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from benchmark.cli import run_cli
+from benchmark.errors import run_cli
 from benchmark.results.store import RESULTS_FILE, collect
 
 __all__ = ["main"]

@@ -29,9 +29,8 @@ def config_hash(cfg: Mapping[str, Any]) -> str:
     """sha256 (hex) of a resolved config, independent of key order.
 
     Args:
-        cfg: a mapping or OmegaConf ``DictConfig``; interpolations are resolved first and a
-            top-level ``hydra`` node (output dirs, launcher) is ignored, since where a run is
-            launched does not change what it computes.
+        cfg: a plain (resolved) mapping; a top-level ``hydra`` node (output dirs, launcher)
+            is ignored, since where a run is launched does not change what it computes.
 
     Returns:
         64 hex characters.
@@ -44,12 +43,6 @@ def config_hash(cfg: Mapping[str, Any]) -> str:
 
 
 def _to_plain(cfg: Any) -> Any:
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-    except ImportError:  # results can be read without Hydra installed
-        DictConfig = ListConfig = ()  # noqa: N806
-    if DictConfig and isinstance(cfg, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(cfg, resolve=True)
     if isinstance(cfg, Mapping):
         return {str(k): _to_plain(v) for k, v in cfg.items()}
     if isinstance(cfg, (list, tuple)):

@@ -44,12 +44,6 @@ def format_dsc(result: ValidationResult) -> str:
     return f"mean {result.mean_dsc:.{DSC_DECIMALS}f} | {classes}"
 
 
-def _plain(cfg: Any) -> Any:
-    from omegaconf import DictConfig, OmegaConf
-
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-
-
 def build_record(
     trainer: Trainer,
     final_val: ValidationResult,
@@ -72,7 +66,7 @@ def build_record(
     """
     t = trainer.tcfg
     prov = provenance()
-    model_cfg = _plain(trainer.model_cfg)
+    model_cfg = dict(trainer.model_cfg)
     return {
         "model": model_cfg["name"],
         "display_name": model_cfg.get("display_name"),

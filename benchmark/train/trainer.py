@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -97,8 +96,6 @@ class TrainResult:
 def _plain(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     if cfg is None:
         return {}
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)
     return {k: _plain(v) if isinstance(v, Mapping) else v for k, v in cfg.items()}
 
 

@@ -8,15 +8,15 @@ import torch
 
 import benchmark.quant as quant
 from benchmark.analysis.activations import DISTRIBUTION_METRICS, SHIFT_METRICS
-from benchmark.analysis.config import MODES, SensitivityConfig
 from benchmark.analysis.sensitivity import (
     analysis_units,
     run_sensitivity,
     variant_spec,
 )
 from benchmark.analysis.summary import activation_table, sensitivity_table
-from benchmark.config import validate
-from benchmark.pipeline.evaluate import run_point
+from benchmark.config import build_point
+from benchmark.schema.sensitivity import MODES, SensitivityConfig
+from tests.runs import conf_settings, context_of, run_task
 
 LAYERS = ["encoder.stages.0.0.convs.0.conv", "encoder.stages.0.0.convs.1.conv", "decoder.seg.0"]
 
@@ -52,16 +52,15 @@ def test_copy_ranges_reuses_calibrated_ranges(tiny_segnet):
 
 def test_config_rejects_unknown_modes_and_bad_bins():
     with pytest.raises(ValueError, match="modes"):
-        SensitivityConfig(modes=["one_layer", "everything"])
+        conf_settings(SensitivityConfig, "sensitivity", modes=["one_layer", "everything"])
     with pytest.raises(ValueError, match="kl_bins"):
-        SensitivityConfig(histogram_bins=64, kl_bins=48)
-    with pytest.raises(ValueError, match="unknown key"):
-        SensitivityConfig.from_mapping({"modes": ["one_layer"], "layers": []})
+        conf_settings(SensitivityConfig, "sensitivity", histogram_bins=64, kl_bins=48)
+    with pytest.raises(TypeError, match="layers"):
+        conf_settings(SensitivityConfig, "sensitivity", layers=[])
 
 
 def test_run_sensitivity_rows(fake_data, sensitivity_cfg):
-    cfg = validate(sensitivity_cfg())
-    rows = run_sensitivity(cfg)
+    rows = run_sensitivity(context_of(sensitivity_cfg()))
     layers = ["body.0", "body.2", "head"]
     scored = rows[rows["metric"].isin(["dsc", "nsd"])]
     # 1 case x 2 classes x 2 metrics per variant; 4 whole-model variants + 3 units x 4 modes
@@ -93,10 +92,10 @@ def test_run_sensitivity_rows(fake_data, sensitivity_cfg):
 
 def test_whole_model_rows_equal_the_standard_evaluation(fake_data, sensitivity_cfg):
     """`reference` and `all` are the FP32 and W4A4 runs of run_point: same ranges, same scores."""
-    rows = run_sensitivity(validate(sensitivity_cfg("sensitivity.modes=[one_layer]")))
+    rows = run_sensitivity(context_of(sensitivity_cfg("sensitivity.modes=[one_layer]")))
     for point, mode in (("precision=fp32 granularity=none", "reference"), ("", "all")):
         cfg = sensitivity_cfg("task=evaluate", *point.split())
-        evaluated = run_point(cfg)
+        evaluated = run_task(cfg)
         expected = evaluated[evaluated["metric"] == "dsc"].set_index(["case", "class"])["value"]
         ours = rows[(rows["mode"] == mode) & (rows["metric"] == "dsc")]
         got = ours.set_index(["case", "class"])["value"]
@@ -107,7 +106,7 @@ def test_whole_model_rows_equal_the_standard_evaluation(fake_data, sensitivity_c
 
 def test_float_precision_is_refused(fake_data, sensitivity_cfg):
     with pytest.raises(ValueError, match="integer precision"):
-        run_sensitivity(validate(sensitivity_cfg("precision=fp32", "granularity=none")))
+        run_sensitivity(context_of(sensitivity_cfg("precision=fp32", "granularity=none")))
 
 
 @pytest.mark.parametrize("preset", ["sensitivity_smoke", "sensitivity"])
@@ -118,8 +117,8 @@ def test_presets_validate_with_their_sensitivity_node(preset, tmp_path):
 
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose("config", overrides=[f"experiment={preset}", "model=tiny_nnunet"])
-    checked = validate(cfg, in_sweep=True)
-    assert checked.task == "sensitivity"
-    node = SensitivityConfig.from_mapping(checked.sensitivity)
+    point = build_point(cfg, in_sweep=True)
+    assert point.task == "sensitivity"
+    node = point.sensitivity
     assert node.group_depth == (3 if preset == "sensitivity_smoke" else 0)
     assert set(node.modes) == set(MODES)

@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from benchmark.cli import run_cli
+from benchmark.errors import run_cli
 from benchmark.data import ImageReadError, UnknownLabelError, open_dataset
 from benchmark.data.__main__ import main
 from benchmark.data.integrity import (

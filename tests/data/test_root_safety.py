@@ -12,7 +12,7 @@ import benchmark.config  # noqa: F401  (registers the schemas)
 from benchmark.data import DataConfigError, open_dataset
 from benchmark.data.integrity import dataset_layout
 from benchmark.data.phantom import PHANTOM_FOLDER
-from benchmark.pipeline import run_job
+from tests.runs import run_config
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 SMALL = {"name": "phantom", "format": "phantom", "n_cases": 2, "inplane_voxels": 24}
@@ -106,7 +106,7 @@ def test_a_run_with_a_real_dataset_as_phantom_root_fails_before_any_work(tmp_pat
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose("config", overrides=overrides)
     with pytest.raises(DataConfigError, match="holds a Decathlon"):
-        run_job(cfg, output_dir=tmp_path / "job")
+        run_config(cfg, output_dir=tmp_path / "job")
     status = json.loads((tmp_path / "job" / "status.json").read_text())
     assert status["status"] == "failed" and "Decathlon" in status["error"]
     assert _tree(task) == before

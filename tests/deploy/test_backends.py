@@ -7,13 +7,15 @@ import numpy as np
 import onnx
 import pytest
 
-from benchmark.deploy import openvino_backend
+import benchmark.deploy.openvino_backend as openvino_backend
 from benchmark.deploy.backends import BACKENDS, load_predictor, unavailable_reason
-from benchmark.deploy.config import DeployConfig
 from benchmark.deploy.ops import integer_kernel_summary
 from benchmark.deploy.ort_quant import needs_reduce_range, quantize_static_onnx
 from benchmark.deploy.profile import profile_op_times, profile_torch_op_times
+from benchmark.deploy.settings import check_deploy
 from benchmark.deploy.torch_int8 import TorchPredictor, op_counts, quantize_convs
+from benchmark.schema.deploy import DeployConfig
+from tests.runs import conf_settings
 
 needs_openvino = pytest.mark.skipif(
     openvino_backend.unavailable_reason("int8") is not None, reason="no OpenVINO CPU INT8 here"
@@ -105,13 +107,17 @@ def test_backends_that_cannot_run_say_why():
     }
 
 
+def _deploy(**changes) -> DeployConfig:
+    return check_deploy(conf_settings(DeployConfig, "deploy", **changes))
+
+
 def test_config_requires_the_reference_and_known_policies():
     with pytest.raises(ValueError, match="must include ort_fp32"):
-        DeployConfig(backends=["openvino_int8"])
+        _deploy(backends=["openvino_int8"])
     with pytest.raises(ValueError, match="must include ort_fp32"):
-        DeployConfig(backends=["ort_fp32", "tensorflow"])
+        _deploy(backends=["ort_fp32", "tensorflow"])
     with pytest.raises(ValueError, match="layer_policy"):
-        DeployConfig(layer_policy="fastest")
+        _deploy(layer_policy="fastest")
     with pytest.raises(ValueError, match="reduce_range"):
-        DeployConfig(reduce_range="maybe")
-    assert DeployConfig(compare_policies=["all", "min_channels:8"]).layer_policy == "latency_aware"
+        _deploy(reduce_range="maybe")
+    assert _deploy(compare_policies=["all", "min_channels:8"]).layer_policy == "latency_aware"

@@ -212,9 +212,9 @@ def test_a_bundle_runs_through_the_pipeline_as_it_runs_itself(phantom, bundle_di
     W8A8 run calibrates through the bundle's transforms and scores against that baseline."""
     from hydra import compose, initialize_config_dir
 
-    from benchmark.config import validate
-    from benchmark.pipeline import RunContext, run_point
+    from benchmark.pipeline import run_point
     from tests.run.conftest import CONF
+    from tests.runs import context_of
 
     record = training_record()["data_config"]
     (case_id,) = phantom.split("val")
@@ -242,9 +242,8 @@ def test_a_bundle_runs_through_the_pipeline_as_it_runs_itself(phantom, bundle_di
                     *overrides,
                 ],
             )
-        cfg = validate(cfg)
-        context = RunContext.from_config(cfg)
-        return run_point(cfg, context), context
+        context = context_of(cfg)
+        return run_point(context), context
 
     rows, context = run("precision=fp32", "granularity=none")
     assert set(rows["case"]) == {case_id}

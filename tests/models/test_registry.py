@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from omegaconf import OmegaConf
+import yaml
 
 from benchmark.models import (
     ModelConfigError,
@@ -104,10 +105,10 @@ def test_unknown_model_name_suggests_the_closest_and_lists_available():
 
 
 def _write_variant(tmp_path: Path, name: str, **changes) -> Path:
-    cfg = OmegaConf.to_container(load_model_config("tiny_nnunet"))
+    cfg = json.loads(json.dumps(load_model_config("tiny_nnunet")))
     cfg.update(changes)
     cfg["name"] = name
-    (tmp_path / f"{name}.yaml").write_text(OmegaConf.to_yaml(cfg))
+    (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
     return tmp_path
 
 

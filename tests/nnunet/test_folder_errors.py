@@ -8,10 +8,11 @@ import shutil
 import pytest
 import torch
 
-from benchmark.config import ConfigError, validate
+from benchmark.config import ConfigError, build_point
+from benchmark.points.errors import PointError
 from benchmark.data import SplitError
 from benchmark.models import CheckpointError, open_nnunet_folder
-from benchmark.pipeline.sources import open_source
+from benchmark.points.sources import open_source
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +81,7 @@ def test_raw_dataset_missing_split_cases_is_named(folder_cfg, nnunet_training, t
     (raw / "imagesTr" / f"{gone}_0000.nii.gz").unlink()
     (raw / "labelsTr" / f"{gone}.nii.gz").unlink()
     _edit_json(raw / "dataset.json", lambda d: d.update(numTraining=d["numTraining"] - 1))
-    cfg = validate(folder_cfg("precision=fp32", "granularity=none", f"data.root={raw}"))
+    cfg = build_point(folder_cfg("precision=fp32", "granularity=none", f"data.root={raw}"))
     with pytest.raises(
         SplitError, match=f"lists cases that .* lacks: \\['{gone}'\\]; point data.root"
     ):
@@ -88,19 +89,19 @@ def test_raw_dataset_missing_split_cases_is_named(folder_cfg, nnunet_training, t
 
 
 def test_roi_that_contradicts_the_plans_names_both(folder_cfg):
-    cfg = validate(
+    cfg = build_point(
         folder_cfg("precision=fp32", "granularity=none", "inference.roi_size=[16,32,32]")
     )
     with pytest.raises(
-        ConfigError, match=r"inference.roi_size=\[16, 32, 32\] contradicts .*patch size is"
+        PointError, match=r"inference.roi_size=\[16, 32, 32\] contradicts .*patch size is"
     ):
         open_source(cfg)
 
 
 def test_training_cases_are_scored_only_when_asked(folder_cfg):
     with pytest.raises(ConfigError, match="evaluation.allow_training_cases=true"):
-        validate(folder_cfg("precision=fp32", "granularity=none", "evaluation.split=train"))
-    cfg = validate(
+        build_point(folder_cfg("precision=fp32", "granularity=none", "evaluation.split=train"))
+    cfg = build_point(
         folder_cfg(
             "precision=fp32",
             "granularity=none",
@@ -116,7 +117,7 @@ def test_training_cases_are_scored_only_when_asked(folder_cfg):
 
 
 def test_split_defaults_to_the_folds_validation_cases(folder_cfg, nnunet_training):
-    cfg = validate(folder_cfg("precision=fp32", "granularity=none"))
+    cfg = build_point(folder_cfg("precision=fp32", "granularity=none"))
     assert cfg.evaluation.split == "val"
     splits = json.loads((nnunet_training.preprocessed / "splits_final.json").read_text())
     source = open_source(cfg)

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.config import validate
-from benchmark.pipeline import RunContext, run_point
-from benchmark.pipeline.sources import open_source
+from benchmark.config import build_point
+from benchmark.pipeline import run_point
+from benchmark.points.sources import open_source
+from tests.runs import context_of, run_task
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +48,7 @@ def test_fp32_prediction_and_dsc_equal_nnunet_own(nnunet_training, folder_cfg, t
     from nnunetv2.evaluation.evaluate_predictions import compute_metrics
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
-    cfg = validate(
+    cfg = build_point(
         folder_cfg(
             "precision=fp32",
             "granularity=none",
@@ -55,9 +56,9 @@ def test_fp32_prediction_and_dsc_equal_nnunet_own(nnunet_training, folder_cfg, t
             f"inference.mirroring={mirroring}",
         )
     )
-    context = RunContext.from_config(cfg)
+    context = context_of(cfg)
     start = time.perf_counter()
-    rows = run_point(cfg, context)
+    rows = run_point(context)
     ours_s = time.perf_counter() - start
     cases = sorted(rows["case"].unique())
     val = json.loads((nnunet_training.preprocessed / "splits_final.json").read_text())
@@ -110,8 +111,8 @@ def test_quantized_run_calibrates_on_fold_training_cases(nnunet_training, folder
         return real(dataset, split, **kwargs)
 
     monkeypatch.setattr(data_layer, "calibration_patches", spy)
-    cfg = validate(folder_cfg("precision=w8a8", "granularity=per_tensor", "calibration.n=4"))
-    rows = run_point(cfg)
+    cfg = build_point(folder_cfg("precision=w8a8", "granularity=per_tensor", "calibration.n=4"))
+    rows = run_task(cfg)
     splits = json.loads((nnunet_training.preprocessed / "splits_final.json").read_text())
     assert seen["cases"] == sorted(splits[0]["train"])
     assert not set(seen["cases"]) & set(rows["case"])
@@ -123,7 +124,7 @@ def test_quantized_run_calibrates_on_fold_training_cases(nnunet_training, folder
 
 
 def test_a_case_read_back_from_the_cache_exports_identically(folder_cfg):
-    source = open_source(validate(folder_cfg("precision=fp32", "granularity=none")))
+    source = open_source(build_point(folder_cfg("precision=fp32", "granularity=none")))
     case_id = source.dataset.split("val")[0]
     fresh = source.dataset.prepare(case_id)
     cached = source.dataset.prepare(case_id)  # arrays from .npz, properties from .json

@@ -36,7 +36,7 @@ from benchmark.deploy.layer_costs import measure_layer_costs
 from benchmark.deploy.layer_policy import choose_layers, float_layers, onnx_conv_layers
 from benchmark.deploy.ort_quant import needs_reduce_range, quantize_static_onnx
 from benchmark.deploy.torch_int8 import quantize_convs, torch_conv_layers
-from benchmark.pipeline.cache import cache_root
+from benchmark.points.cache import cache_root
 
 POLICIES = ("all", "min_channels:16", "latency_aware")
 RUNTIME_OF = {"ort_int8_static": "ort", "openvino_int8": "openvino", "torch_x86_int8": "torch"}

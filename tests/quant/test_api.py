@@ -15,6 +15,7 @@ from benchmark.quant import (
     NonFiniteError,
     NoQuantizableLayerError,
     QuantSpec,
+    QuantSpecError,
     RangesMismatchError,
     UncalibratedError,
     calibrate,
@@ -78,8 +79,11 @@ def test_cpu_float16_emulation_tracks_the_real_float16_kernels(tiny_segnet):
 def test_include_exclude_and_keep_first_last(tiny_segnet):
     table = quantization_table(quantize(tiny_segnet, QuantSpec("w8a8", exclude=("head",))))
     assert table.set_index("module").loc["head", "execution"] == "float32 (exclude pattern)"
-    qmodel = quantize(tiny_segnet, QuantSpec("w8a8", keep_first_last=True))
+    example = torch.zeros(1, 1, 8, 8, 8)
+    qmodel = quantize(tiny_segnet, QuantSpec("w8a8", keep_first_last=True), example=example)
     assert quantized_layer_names(qmodel) == ["body.2"]
+    with pytest.raises(QuantSpecError, match="pass quantize.*example="):
+        quantize(tiny_segnet, QuantSpec("w8a8", keep_first_last=True))
     qmodel = quantize(tiny_segnet, QuantSpec("w8a8", include=("body.*",), exclude_types=()))
     assert quantized_layer_names(qmodel) == ["body.0", "body.2"]
     with pytest.raises(NoQuantizableLayerError, match="exclude_types"):
@@ -89,7 +93,8 @@ def test_include_exclude_and_keep_first_last(tiny_segnet):
 
 
 def test_table_tags_schemes(tiny_segnet):
-    qmodel = calibrate(quantize(tiny_segnet, QuantSpec("w8a8", "adaptive")), _batches())
+    spec = QuantSpec("w8a8", "adaptive", act_mapping="auto")
+    qmodel = calibrate(quantize(tiny_segnet, spec), _batches())
     table = quantization_table(qmodel).set_index("module")
     assert table.loc["head", "activation_scheme"] == "per_voxel/dynamic/auto"
     assert table.loc["head", "execution"] == "integer-factorizable"
@@ -234,8 +239,8 @@ def test_table_tags_integer_factorizable_and_simulation_only():
     spec = QuantSpec("w8a8", "adaptive", large_kernel_per_voxel=True, exclude=("head",))
     table = quantization_table(quantize(model, spec)).set_index("module")
     assert table.loc["stem", "execution"] == "integer-factorizable per kernel position"
-    assert table.loc["stem", "activation_scheme"] == "per_voxel/dynamic/auto"
-    assert table.loc["mix", "activation_scheme"] == "per_token/dynamic/auto"
+    assert table.loc["stem", "activation_scheme"] == "per_voxel/dynamic/asymmetric"
+    assert table.loc["mix", "activation_scheme"] == "per_token/dynamic/asymmetric"
     assert table.loc["head", "execution"] == "float32 (exclude pattern)"
     assert bool(table["calibrated"].iloc[:-1].all())
 
@@ -292,5 +297,5 @@ def test_two_dimensional_operators():
             errors[precision] = float((qmodel(x) - ref).norm() / ref.norm())
     table = quantization_table(qmodel).set_index("module")
     assert list(table["op_type"]) == ["Conv2d", "ConvTranspose2d", "Conv2d"]
-    assert table.loc["3", "activation_scheme"] == "per_voxel/dynamic/auto"
+    assert table.loc["3", "activation_scheme"] == "per_voxel/dynamic/asymmetric"
     assert errors["w16a16"] < 1e-3 < 0.05 < errors["w4a4"], errors

@@ -169,8 +169,8 @@ def test_algorithm_hooks_run_in_order_and_take_effect(tiny_segnet, registered):
 
 
 def test_unknown_algorithm_and_options_are_refused():
-    with pytest.raises(ValueError, match="QuantSpec.algorithm='gptq'"):
-        QuantSpec("w4a4", algorithm="gptq")
+    with pytest.raises(ValueError, match="QuantSpec.algorithm='no_such_method'"):
+        QuantSpec("w4a4", algorithm="no_such_method")
     with pytest.raises(ValueError, match="algorithm='none'"):
         QuantSpec("fp32", algorithm="clip_shrink_correct")
 
@@ -197,7 +197,8 @@ def test_straight_through_gradients_reach_inputs_and_learnable_scales():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv3d(2, 3, 3, padding=1)).eval()
     x = torch.randn(2, 2, 6, 6, 6)
-    qmodel = calibrate(quantize(model, QuantSpec("w4a4", "per_channel_token")), [x])
+    spec = QuantSpec("w4a4", "per_channel_token", act_mapping="symmetric")
+    qmodel = calibrate(quantize(model, spec), [x])
     with torch.no_grad():
         frozen = qmodel(x)
     params = make_learnable(qmodel)

@@ -79,10 +79,17 @@ def test_per_kernel_position_factorization_equals_fake_quant(stride):
     assert qconv.execution == "integer-factorizable per kernel position"
     with torch.no_grad():
         y = qmodel(x)
-        codes, act_scale, _ = qconv.input_quant.codes(x)
+        codes, act_scale, act_zp = qconv.input_quant.codes(x)
         w_codes, w_scale, _ = qconv.weight_quant.codes(qconv.weight)
         ref = conv_per_kernel_position(
-            codes, act_scale, w_codes, w_scale, conv.bias, conv.stride, conv.padding, conv.dilation
+            codes - act_zp,
+            act_scale,
+            w_codes,
+            w_scale,
+            conv.bias,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
         )
     assert act_scale.shape == (2, 1, 7, 7, 7)
     torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)

@@ -155,7 +155,10 @@ def test_histogram_spec_end_to_end_and_refusals(tiny_segnet):
     g = torch.Generator().manual_seed(4)
     x = [torch.randn(1, 1, 16, 16, 16, generator=g) ** 3 for _ in range(2)]  # heavy tails
     qmodel = calibrate(
-        quantize(tiny_segnet, QuantSpec("w4a4", "per_channel_token", "histogram")), x
+        quantize(
+            tiny_segnet, QuantSpec("w4a4", "per_channel_token", "histogram", act_mapping="auto")
+        ),
+        x,
     )
     table = quantization_table(qmodel).set_index("module")
     assert table.loc["body.2", "activation_scheme"] == "per_axis1/static/unsigned"

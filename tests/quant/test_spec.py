@@ -53,7 +53,7 @@ def test_properties_to_dict_and_key():
     assert (spec.w_bits, spec.a_bits, spec.is_float) == (4, 8, False)
     row = spec.to_dict()
     assert row["w_bits"] == 4 and row["a_bits"] == 8 and row["exclude"] == "head"
-    assert row["position_scales"] == "dynamic" and row["act_mapping"] == "auto"
+    assert row["position_scales"] == "dynamic" and row["act_mapping"] == "asymmetric"
     assert all(isinstance(v, (str, int, float, bool, type(None))) for v in row.values())
     assert (
         spec.calibration_key()

@@ -14,11 +14,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import benchmark.config  # noqa: F401  (registers the schemas)
-from benchmark.pipeline import run_job
-from benchmark.pipeline.sources import fp32_cache_dir
+from benchmark.points.records import point_from_yaml
+from benchmark.points.sources import fp32_cache_dir
 from benchmark.report.__main__ import main as report_main
 from benchmark.report.baseline import cached_baselines
 from benchmark.results import collect
+from tests.runs import run_config
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -50,7 +51,7 @@ def sweep(tmp_path_factory) -> tuple[Path, str]:
     """An experiment folder with an FP32 and a W4A4 run, and the table printed from it."""
     tmp = tmp_path_factory.mktemp("sweep")
     for precision, granularity in (("fp32", "none"), ("w4a4", "per_tensor")):
-        status = run_job(_config(tmp, f"precision={precision}", f"granularity={granularity}"))
+        status = run_config(_config(tmp, f"precision={precision}", f"granularity={granularity}"))
         assert status["status"] == "ok", status
     folder = tmp / "results" / "nofp32"
     collect(folder)
@@ -102,8 +103,8 @@ def test_the_cache_key_is_the_one_the_run_wrote(sweep):
     run = next((folder / "runs").glob("tiny_nnunet-w4a4-*.yaml"))
     cases = set(pd.read_parquet(run.with_suffix(".parquet"))["case"])
     written = [p.parent for p in (folder.parents[1] / "cache" / "fp32").rglob("*.npz")]
-    assert set(written) == {fp32_cache_dir(OmegaConf.load(run))}
-    assert {p.stem for p in fp32_cache_dir(OmegaConf.load(run)).glob("*.npz")} == cases
+    assert set(written) == {fp32_cache_dir(point_from_yaml(run.read_text()))}
+    assert {p.stem for p in fp32_cache_dir(point_from_yaml(run.read_text())).glob("*.npz")} == cases
 
 
 def test_without_cache_or_run_config_the_report_says_what_to_run(sweep, tmp_path):
@@ -111,7 +112,7 @@ def test_without_cache_or_run_config_the_report_says_what_to_run(sweep, tmp_path
     copy = _without_fp32(folder, tmp_path)
     results = pd.read_parquet(copy / "results.parquet")
     run = next((copy / "runs").glob("tiny_nnunet-w4a4-*.yaml"))
-    cache = fp32_cache_dir(OmegaConf.load(run))
+    cache = fp32_cache_dir(point_from_yaml(run.read_text()))
     moved = tmp_path / "moved"
     shutil.move(cache, moved)
     try:
@@ -128,7 +129,12 @@ def test_without_cache_or_run_config_the_report_says_what_to_run(sweep, tmp_path
     del config.inference["mirroring"]  # a run config written before that setting existed
     run.write_text(OmegaConf.to_yaml(config))
     rows, notes = cached_baselines(results, copy)
-    assert rows.empty and "cannot be located from" in notes[0] and "mirroring" in notes[0]
+    # the same cache key: an unset mirroring is no mirroring, so the cached baseline is found
+    assert not rows.empty and "scored against the ground truth" in notes[0]
+    config.model.checkpoint = str(tmp_path / "gone.pt")  # weights deleted since the run
+    run.write_text(OmegaConf.to_yaml(config))
+    rows, notes = cached_baselines(results, copy)
+    assert rows.empty and "cannot be located from" in notes[0] and "gone.pt" in notes[0]
     assert "add the baseline with: python -m benchmark.run model=tiny_nnunet" in notes[0]
     shutil.rmtree(copy / "runs")
     rows, notes = cached_baselines(results, copy)

@@ -1,13 +1,14 @@
-"""Compose fixture and tiny fakes of the lower layers, so run_point runs in a second on the CPU.
+"""Compose fixture and tiny stand-ins for the data and the network, so run_point runs in a
+second on the CPU.
 
-The fakes follow the contracts of benchmark.data / models / quant (a dataset of two 16^3
-cases, a three-convolution network, a quantizer that rounds activations to the observed range);
-the metrics and sliding-window inference are the real ones.
+The stand-ins follow the contracts of benchmark.data and benchmark.models (a dataset of two
+16^3 cases, a three-convolution network); the config-to-spec mapping, the quant engine, the
+metrics and sliding-window inference are the real ones (the engine's calibrate and load_ranges
+are only counted).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
@@ -74,39 +75,6 @@ class FakeNet(nn.Module):
         return self.head(torch.relu(self.body(x)))
 
 
-@dataclasses.dataclass(frozen=True)
-class FakeSpec:
-    precision: str = "fp32"
-    granularity: str = "per_tensor"
-    observer: str = "minmax"
-    percentile: float = 99.99
-    algorithm: str = "none"
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-class FakeQuantized(nn.Module):
-    """Clamps the input to the calibrated range and rounds it to 2**a_bits levels."""
-
-    def __init__(self, model: nn.Module, spec: FakeSpec):
-        super().__init__()
-        self.model, self.spec = model, spec
-        self.register_buffer("lo", torch.tensor(float("inf")))
-        self.register_buffer("hi", torch.tensor(float("-inf")))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.isfinite(self.lo):
-            levels = (
-                2 ** int(self.spec.precision.split("a")[-1]) - 1
-                if "a" in self.spec.precision
-                else 255
-            )
-            scale = (self.hi - self.lo).clamp_min(1e-8) / levels
-            x = torch.round((x.clamp(self.lo, self.hi) - self.lo) / scale) * scale + self.lo
-        return self.model(x)
-
-
 class Calls:
     """Counters the tests read: how often each expensive step ran."""
 
@@ -125,7 +93,8 @@ def calls() -> Calls:
 
 @pytest.fixture
 def fake_layers(monkeypatch, tmp_path, calls) -> FakeDataset:
-    """Replace data, models and quant entry points by the fakes above; returns the dataset."""
+    """Replace the data and model entry points by the stand-ins above and count the engine's
+    calibrations; returns the dataset."""
     dataset = FakeDataset()
 
     def build_model(model_cfg, in_channels, num_classes, device="cpu"):
@@ -139,27 +108,20 @@ def fake_layers(monkeypatch, tmp_path, calls) -> FakeDataset:
             torch.randn(batch_size, 1, *roi_size, generator=gen) for _ in range(-(-n // batch_size))
         ]
 
-    def quantize(model, spec):
-        return FakeQuantized(copy.deepcopy(model), spec)
+    real_calibrate, real_load = benchmark.quant.calibrate, benchmark.quant.load_ranges
 
     def calibrate(qmodel, batches: Iterable[torch.Tensor]):
         calls.calibrate += 1
-        for b in batches:
-            qmodel.lo = torch.minimum(qmodel.lo, b.min())
-            qmodel.hi = torch.maximum(qmodel.hi, b.max())
-
-    def save_ranges(qmodel, path):
-        torch.save({"lo": qmodel.lo, "hi": qmodel.hi}, path)
+        return real_calibrate(qmodel, batches)
 
     def load_ranges(qmodel, path):
         calls.load_ranges += 1
-        state = torch.load(path)
-        qmodel.lo, qmodel.hi = state["lo"], state["hi"]
+        return real_load(qmodel, path)
 
     predict = benchmark.infer.predict_probabilities
 
     def counted_predict(model, *args, **kwargs):
-        if isinstance(model, FakeQuantized):
+        if getattr(model, "quant_spec", None) is not None:
             calls.predict_quantized += 1
         else:
             calls.predict_fp32 += 1
@@ -176,11 +138,8 @@ def fake_layers(monkeypatch, tmp_path, calls) -> FakeDataset:
         lambda m: sum(p.numel() for p in m.parameters()),
         raising=False,
     )
-    monkeypatch.setattr(benchmark.quant, "QuantSpec", FakeSpec, raising=False)
-    monkeypatch.setattr(benchmark.quant, "quantize", quantize, raising=False)
-    monkeypatch.setattr(benchmark.quant, "calibrate", calibrate, raising=False)
-    monkeypatch.setattr(benchmark.quant, "save_ranges", save_ranges, raising=False)
-    monkeypatch.setattr(benchmark.quant, "load_ranges", load_ranges, raising=False)
+    monkeypatch.setattr(benchmark.quant, "calibrate", calibrate)
+    monkeypatch.setattr(benchmark.quant, "load_ranges", load_ranges)
     return dataset
 
 

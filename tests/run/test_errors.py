@@ -19,12 +19,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 
-from benchmark.cli import error_message, is_expected, run_cli
-from benchmark.config import ConfigError, bits, is_float
+from benchmark.config import ConfigError, build_point
+from benchmark.deploy.layer_policy import parse_policy
+from benchmark.errors import error_message, is_expected, run_cli
 from benchmark.models import build_model, load_model_config
 from benchmark.models.stride import input_grid, size_problem
-from benchmark.pipeline.job import task_function
-from benchmark.pipeline.preflight import SweepError, check_input_size, check_point, check_sweep
+from benchmark.points.context import spec_bits
+from benchmark.preflight import SweepError, check_input_size, check_point, check_sweep
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
@@ -161,16 +162,16 @@ def test_a_file_that_is_not_parquet_is_one_line(tmp_path, capsys, command):
     assert err.splitlines() == [err.rstrip("\n")] and err.startswith(f"error: {bad} is not a")
 
 
-# --- benchmark.cli ----------------------------------------------------------------------------
+# --- benchmark.errors ----------------------------------------------------------------------------
 
 
 def test_errors_raised_on_purpose_are_told_from_defects():
     with pytest.raises(ValueError) as on_purpose:  # a `raise` statement of the harness
-        task_function("nope")
+        parse_policy("fastest")
     with pytest.raises(ConfigError) as own_type:
-        bits("w99a8")
-    with pytest.raises(TypeError) as defect:  # not a `raise` of ours: a wrong argument
-        is_float([])
+        build_point(_compose("precision.name=w99a8"))
+    with pytest.raises(AttributeError) as defect:  # not a `raise` of ours: a wrong argument
+        spec_bits(None)
     with pytest.raises(ValueError) as library:
         np.zeros(3).reshape(2)
     assert is_expected(on_purpose.value) and is_expected(own_type.value)
@@ -196,7 +197,7 @@ def test_run_cli_statuses_and_the_traceback_switch(capsys, monkeypatch):
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
 
     def config_error():
-        bits("w99a8")
+        build_point(_compose("precision.name=w99a8"))
 
     def interrupted():
         raise KeyboardInterrupt
@@ -209,8 +210,8 @@ def test_run_cli_statuses_and_the_traceback_switch(capsys, monkeypatch):
     assert run_cli(interrupted, interrupted="stopped") == 130
     assert capsys.readouterr().err.strip() == "stopped"
     assert "HYDRA_FULL_ERROR" not in os.environ  # set for Hydra during the call only
-    with pytest.raises(TypeError):  # a defect keeps its traceback
-        run_cli(lambda: is_float([]))
+    with pytest.raises(AttributeError):  # a defect keeps its traceback
+        run_cli(lambda: spec_bits(None))
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
     with pytest.raises(ConfigError):
         run_cli(config_error)

@@ -7,18 +7,18 @@ import json
 import pandas as pd
 import pytest
 
-from benchmark.config import ConfigError, validate
-from benchmark.pipeline import RunContext, run_job, run_point
-from benchmark.pipeline import job as job_module
+from benchmark.config import ConfigError
 from benchmark.pipeline.evaluate import FP32_AGREEMENT_METRIC
 from benchmark.results import ROW_COLUMNS, collect, run_done
+from benchmark.run import TASKS
+from tests.runs import context_of, run_config, run_task
 
 
 def test_rows_follow_the_schema_and_carry_the_model_config(fake_layers, make_cfg):
     cfg = make_cfg(
         "precision=w8a8", "granularity=per_tensor", "evaluation.probability_metrics=false"
     )
-    rows = run_point(cfg)
+    rows = run_task(cfg)
     assert set(ROW_COLUMNS) <= set(rows.columns)
     scored = rows[rows["metric"] != FP32_AGREEMENT_METRIC]
     # 2 test cases x 2 foreground classes x (dsc, nsd, hd95)
@@ -45,7 +45,7 @@ def test_rows_follow_the_schema_and_carry_the_model_config(fake_layers, make_cfg
 
 
 def test_fp32_rows_report_no_quantization_axes(fake_layers, make_cfg, calls):
-    rows = run_point(make_cfg("precision=fp32", "granularity=none"))
+    rows = run_task(make_cfg("precision=fp32", "granularity=none"))
     assert set(rows["granularity"]) == {"none"} and set(rows["observer"]) == {"none"}
     assert set(rows["calib_n"]) == {0} and set(rows["w_bits"]) == {32}
     assert calls.calibrate == 0
@@ -54,33 +54,33 @@ def test_fp32_rows_report_no_quantization_axes(fake_layers, make_cfg, calls):
 
 
 def test_calibration_ranges_are_cached_per_spec(fake_layers, make_cfg, calls):
-    first = run_point(make_cfg("precision=w4a4", "granularity=adaptive"))
+    first = run_task(make_cfg("precision=w4a4", "granularity=adaptive"))
     assert (calls.calibrate, calls.load_ranges) == (1, 0)
-    again = run_point(make_cfg("precision=w4a4", "granularity=adaptive"))
+    again = run_task(make_cfg("precision=w4a4", "granularity=adaptive"))
     assert (calls.calibrate, calls.load_ranges) == (1, 1)
     assert set(again["calibration_s"]) == {0.0}
     pd.testing.assert_series_equal(first["value"], again["value"])
-    run_point(make_cfg("precision=w4a4", "granularity=per_tensor"))
+    run_task(make_cfg("precision=w4a4", "granularity=per_tensor"))
     assert calls.calibrate == 2  # another spec, another calibration
-    run_point(make_cfg("precision=w4a4", "granularity=adaptive", "calibration.n=3"))
+    run_task(make_cfg("precision=w4a4", "granularity=adaptive", "calibration.n=3"))
     assert calls.calibrate == 3  # another calibration set
 
 
 def test_fp32_predictions_are_computed_once_and_shared(fake_layers, make_cfg, tmp_path):
-    run_point(make_cfg("precision=fp32", "granularity=none"))
+    run_task(make_cfg("precision=fp32", "granularity=none"))
     cached = sorted((tmp_path / "cache" / "fp32").rglob("*.npz"))
     assert [p.stem for p in cached] == ["c0", "c1"]
     stamps = [p.stat().st_mtime_ns for p in cached]
-    rows = run_point(make_cfg("precision=w8a8", "granularity=per_tensor"))
+    rows = run_task(make_cfg("precision=w8a8", "granularity=per_tensor"))
     assert [p.stat().st_mtime_ns for p in cached] == stamps
     agreement = rows[rows["metric"] == FP32_AGREEMENT_METRIC]
     assert len(agreement) == 4 and agreement["value"].between(0, 1).all()
 
 
 def test_fp32_agreement_computes_missing_fp32_predictions(fake_layers, make_cfg, tmp_path):
-    rows = run_point(make_cfg("precision=w8a8", "granularity=per_tensor"))
+    rows = run_task(make_cfg("precision=w8a8", "granularity=per_tensor"))
     assert len(list((tmp_path / "cache" / "fp32").rglob("*.npz"))) == 2
-    fp32 = run_point(make_cfg("precision=fp32", "granularity=none"))
+    fp32 = run_task(make_cfg("precision=fp32", "granularity=none"))
     # the w8a8 fake only rounds the input to 256 levels: its prediction agrees closely with fp32
     assert rows[rows["metric"] == FP32_AGREEMENT_METRIC]["value"].mean() > 0.9
     assert len(fp32)
@@ -89,7 +89,7 @@ def test_fp32_agreement_computes_missing_fp32_predictions(fake_layers, make_cfg,
 def test_a_sweep_computes_fp32_predictions_and_ranges_once(fake_layers, make_cfg, calls):
     points = [(p, g) for p in ("fp32", "w8a8", "w4a4") for g in ("per_tensor", "adaptive")]
     statuses = [
-        run_job(make_cfg(f"precision={p}", f"granularity={g}"), in_sweep=True) for p, g in points
+        run_config(make_cfg(f"precision={p}", f"granularity={g}"), in_sweep=True) for p, g in points
     ]
     assert [s["status"] for s in statuses].count("ok") == 5  # fp32 x 2 granularities: one run
     n_cases = len(fake_layers.split("test"))
@@ -100,25 +100,25 @@ def test_a_sweep_computes_fp32_predictions_and_ranges_once(fake_layers, make_cfg
     assert calls.predict_quantized == 4 * n_cases
     # another sweep over the same points: ranges come from the cache, FP32 labels too
     for p, g in points[2:]:
-        run_job(
+        run_config(
             make_cfg("experiment_name=again", f"precision={p}", f"granularity={g}"), in_sweep=True
         )
     assert (calls.predict_fp32, calls.calibrate, calls.load_ranges) == (n_cases, 4, 4)
     # a new calibration set is a new calibration; the FP32 labels are still shared
-    run_job(make_cfg("calibration.n=3", "precision=w4a4", "granularity=adaptive"), in_sweep=True)
+    run_config(make_cfg("calibration.n=3", "precision=w4a4", "granularity=adaptive"), in_sweep=True)
     assert (calls.predict_fp32, calls.calibrate) == (n_cases, 5)
 
 
 def test_quantized_runs_before_fp32_share_the_fp32_labels(fake_layers, make_cfg, calls):
     for g in ("per_tensor", "adaptive"):
-        run_job(make_cfg("precision=w8a8", f"granularity={g}"), in_sweep=True)
+        run_config(make_cfg("precision=w8a8", f"granularity={g}"), in_sweep=True)
     assert calls.predict_fp32 == len(fake_layers.split("test"))
 
 
 def test_run_job_writes_files_then_skips_the_same_config(fake_layers, make_cfg, tmp_path):
     cfg = make_cfg("precision=w8a8", "granularity=adaptive")
     out = tmp_path / "job"
-    status = run_job(cfg, output_dir=out)
+    status = run_config(cfg, output_dir=out)
     assert status["status"] == "ok"
     on_disk = json.loads((out / "status.json").read_text())
     assert on_disk["status"] == "ok" and on_disk["run_id"] == status["run_id"]
@@ -135,10 +135,10 @@ def test_run_job_writes_files_then_skips_the_same_config(fake_layers, make_cfg, 
         "scoring_s",
     } <= set(record)
     assert "precision:\n  name: w8a8" in (exp / "runs" / f"{status['run_id']}.yaml").read_text()
-    assert run_job(cfg, output_dir=out)["status"] == "skipped"
+    assert run_config(cfg, output_dir=out)["status"] == "skipped"
     # paths and progress bars do not change the hash: still the same run
     assert (
-        run_job(make_cfg("precision=w8a8", "granularity=adaptive", "run.progress=true"))["status"]
+        run_config(make_cfg("precision=w8a8", "granularity=adaptive", "run.progress=true"))["status"]
         == "skipped"
     )
     assert len(collect(exp)) == status["rows"]
@@ -146,7 +146,7 @@ def test_run_job_writes_files_then_skips_the_same_config(fake_layers, make_cfg, 
 
 def test_sweep_collapses_float_precisions_to_one_run(fake_layers, make_cfg):
     statuses = [
-        run_job(make_cfg("precision=fp32", f"granularity={g}"), in_sweep=True)
+        run_config(make_cfg("precision=fp32", f"granularity={g}"), in_sweep=True)
         for g in ("per_tensor", "adaptive")
     ]
     assert [s["status"] for s in statuses] == ["ok", "skipped"]
@@ -157,19 +157,19 @@ def test_failed_job_in_a_sweep_records_and_returns(fake_layers, make_cfg, monkey
     def broken(cfg):
         raise RuntimeError("boom in the model")
 
-    monkeypatch.setattr(job_module, "task_function", lambda task: broken)
+    monkeypatch.setitem(TASKS, "evaluate", broken)
     cfg = make_cfg("precision=w8a8", "granularity=adaptive")
-    status = run_job(cfg, output_dir=tmp_path / "j", in_sweep=True)
+    status = run_config(cfg, output_dir=tmp_path / "j", in_sweep=True)
     assert status["status"] == "failed" and "boom in the model" in status["error"]
     assert json.loads((tmp_path / "j" / "status.json").read_text())["status"] == "failed"
     with pytest.raises(RuntimeError, match="boom"):
-        run_job(cfg, output_dir=tmp_path / "k", in_sweep=False)
+        run_config(cfg, output_dir=tmp_path / "k", in_sweep=False)
     assert json.loads((tmp_path / "k" / "status.json").read_text())["status"] == "failed"
 
 
 def test_invalid_config_fails_before_any_work(fake_layers, make_cfg, calls):
     with pytest.raises(ConfigError, match="granularity=adaptive is impossible with precision=fp16"):
-        run_job(make_cfg("precision=fp16", "granularity=adaptive"))
+        run_config(make_cfg("precision=fp16", "granularity=adaptive"))
     assert calls.build == 0
 
 
@@ -179,18 +179,16 @@ def test_other_tasks_get_the_run_columns_filled(fake_layers, make_cfg, monkeypat
             {"layer": ["a", "b"], "metric": "dsc", "value": [0.5, 0.6], "case": "all", "class": 0}
         )
 
-    monkeypatch.setattr(job_module, "task_function", lambda task: sensitivity)
+    monkeypatch.setitem(TASKS, "evaluate", sensitivity)
     cfg = make_cfg("precision=w4a4", "granularity=adaptive")
-    status = run_job(cfg)
+    status = run_config(cfg)
     rows = collect(tmp_path / "results" / "adhoc")
     assert set(ROW_COLUMNS) <= set(rows.columns) and list(rows["layer"]) == ["a", "b"]
     assert set(rows["run_id"]) == {status["run_id"]} and set(rows["precision"]) == {"w4a4"}
 
 
 def test_context_is_the_same_for_equal_configs(make_cfg):
-    a = RunContext.from_config(validate(make_cfg("precision=w8a8", "granularity=adaptive")))
-    b = RunContext.from_config(
-        validate(make_cfg("precision=w8a8", "granularity=adaptive", "report.plot=true"))
-    )
-    c = RunContext.from_config(validate(make_cfg("precision=w8a8", "granularity=per_tensor")))
+    a = context_of(make_cfg("precision=w8a8", "granularity=adaptive"))
+    b = context_of(make_cfg("precision=w8a8", "granularity=adaptive", "report.plot=true"))
+    c = context_of(make_cfg("precision=w8a8", "granularity=per_tensor"))
     assert a.run_id == b.run_id and a.run_id != c.run_id

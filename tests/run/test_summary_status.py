@@ -23,10 +23,12 @@ from hydra import compose, initialize_config_dir
 import benchmark.config  # noqa: F401  (registers the schemas)
 from benchmark.config import ConfigError
 from benchmark.data.cache import file_lock
-from benchmark.pipeline import cache, run_job
 from benchmark.pipeline import job as job_module
 from benchmark.pipeline.summary import fp32_baseline, fp32_command
+from benchmark.points import cache
 from benchmark.results import run_path
+from benchmark.run import TASKS
+from tests.runs import run_config
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,7 +73,7 @@ def _mean(path: Path, other: Path | None = None) -> tuple[float, float]:
 
 def test_a_single_run_prints_its_drop_from_fp32_or_how_to_get_it(tmp_path, capsys):
     exp = tmp_path / "results" / "adhoc"
-    quantized = run_job(_cfg(tmp_path, "precision=w8a8", "granularity=adaptive"))
+    quantized = run_config(_cfg(tmp_path, "precision=w8a8", "granularity=adaptive"))
     line = capsys.readouterr().out.strip().splitlines()[-1]
     dsc, _ = _mean(run_path(exp, quantized["run_id"]))
     assert line.startswith("tiny_nnunet w8a8 adaptive on phantom (test, 2 cases): ")
@@ -83,17 +85,17 @@ def test_a_single_run_prints_its_drop_from_fp32_or_how_to_get_it(tmp_path, capsy
         "precision=fp32 granularity=none"
     )
 
-    fp32 = run_job(_cfg(tmp_path, "precision=fp32", "granularity=none"))
+    fp32 = run_config(_cfg(tmp_path, "precision=fp32", "granularity=none"))
     assert capsys.readouterr().out.strip().endswith("(the FP32 baseline itself)")
 
-    again = run_job(_cfg(tmp_path, "precision=w8a8", "granularity=adaptive"))
+    again = run_config(_cfg(tmp_path, "precision=w8a8", "granularity=adaptive"))
     assert again["status"] == "skipped"  # the summary of the finished run, read back
     line = capsys.readouterr().out.strip().splitlines()[-1]
     q, f = _mean(run_path(exp, quantized["run_id"]), run_path(exp, fp32["run_id"]))
     assert np.isfinite(q) and np.isfinite(f)
     assert f"DSC {q:.3f} vs FP32 {f:.3f} ({100 * (q - f):+.2f} pt, " in line
     # another data config has no baseline here, though the model is the same
-    other = benchmark.config.validate(_cfg(tmp_path, "precision=w8a8", "data.seed=1"))
+    other = benchmark.config.build_point(_cfg(tmp_path, "precision=w8a8", "data.seed=1"))
     assert fp32_baseline(exp, other) is None
     assert not _locks(tmp_path)
 
@@ -105,7 +107,7 @@ def test_the_fp32_command_keeps_the_run_options_but_the_quantization_point(tmp_p
         "precision=w4a4",
         "granularity=adaptive",
         "observer=percentile",
-        "+quant.act_symmetric=true",
+        "+quant.act_mapping=symmetric",
         "calibration.n=8",
         "data.root=/data/my dir",
         "experiment_name=study",
@@ -120,9 +122,9 @@ def test_ctrl_c_is_recorded_and_leaves_no_lock(tmp_path, monkeypatch):
     def interrupted(cfg):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(job_module, "task_function", lambda task: interrupted)
+    monkeypatch.setitem(TASKS, "evaluate", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        run_job(_cfg(tmp_path, "precision=w8a8"), output_dir=tmp_path / "job")
+        run_config(_cfg(tmp_path, "precision=w8a8"), output_dir=tmp_path / "job")
     status = json.loads((tmp_path / "job" / "status.json").read_text())
     assert status["status"] == "interrupted" and "Ctrl-C" in status["error"]
     assert not _locks(tmp_path)
@@ -130,7 +132,7 @@ def test_ctrl_c_is_recorded_and_leaves_no_lock(tmp_path, monkeypatch):
 
 def test_a_failed_run_leaves_no_lock(tmp_path):
     with pytest.raises(Exception, match="does not exist"):
-        run_job(_cfg(tmp_path, f"data.root={tmp_path / 'nowhere'}"), output_dir=tmp_path / "job")
+        run_config(_cfg(tmp_path, f"data.root={tmp_path / 'nowhere'}"), output_dir=tmp_path / "job")
     assert json.loads((tmp_path / "job" / "status.json").read_text())["status"] == "failed"
     assert not _locks(tmp_path)
 
@@ -138,18 +140,19 @@ def test_a_failed_run_leaves_no_lock(tmp_path):
 _CHILD = """
 import sys, time
 from hydra import compose, initialize_config_dir
-import benchmark.config
-from benchmark.pipeline import job
+from benchmark.pipeline import job as job_module
+from benchmark.run import TASKS
+from tests.runs import run_config
 
-def task(cfg):
+def task(context):
     open({started!r}, "w").close()
     time.sleep(600)
 
 
-job.task_function = lambda name: task
+TASKS["evaluate"] = task
 with initialize_config_dir(version_base="1.3", config_dir={conf!r}):
     cfg = compose("config", overrides={overrides!r})
-job.run_job(cfg, output_dir={out!r})
+run_config(cfg, output_dir={out!r})
 """
 
 
@@ -188,7 +191,7 @@ def test_a_killed_job_is_marked_interrupted_by_the_next_start(tmp_path):
         child.wait(60)
     assert json.loads(status.read_text())["status"] == "running"  # SIGKILL: nothing ran
     with pytest.raises(ConfigError):  # the next start, even one that fails validation
-        run_job(_cfg(tmp_path, "precision=fp16", "granularity=adaptive"))
+        run_config(_cfg(tmp_path, "precision=fp16", "granularity=adaptive"))
     record = json.loads(status.read_text())
     assert record["status"] == "interrupted" and "without recording a result" in record["error"]
     assert not _locks(tmp_path)

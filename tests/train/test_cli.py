@@ -39,12 +39,12 @@ def test_cli_trains_records_and_resumes(tmp_path, small_data_cfg, small_dataset)
     assert "trainer.epochs=1" in record["command"] and record["epochs"] == 1
     assert record["patch_size"] == [16, 32, 32] and record["data_config"]["n_cases"] == 8
     assert (run_dir / "model_final.pt").is_file() and (run_dir / ".hydra" / "config.yaml").is_file()
-    log = (run_dir / "__main__.log").read_text()
+    log = (run_dir / "train.log").read_text()
     assert f"mean {record['val_mean_dsc']:.4f}" in log  # the record holds the printed numbers
 
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "resuming tiny_nnunet from epoch 1" in (run_dir / "__main__.log").read_text()
+    assert "resuming tiny_nnunet from epoch 1" in (run_dir / "train.log").read_text()
     assert (
         json.loads((run_dir / "record.json").read_text())["val_mean_dsc"] == record["val_mean_dsc"]
     )

@@ -22,25 +22,25 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from itertools import combinations
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 import benchmark.data as data_layer
 import benchmark.infer as infer_layer
 import benchmark.models as models_layer
-from benchmark.config import ConfigError
 from benchmark.data.nnunet_cases import NnUNetCases
 from benchmark.infer.nnunet_window import nnunet_logits
 from benchmark.models.bundle import MonaiBundle
-from benchmark.pipeline import cache
-from benchmark.pipeline.bundle_cases import BundleCases
+from benchmark.points import cache
+from benchmark.points.bundle_cases import BundleCases
+from benchmark.points.errors import PointError
+from benchmark.schema import RunPoint
 
 __all__ = [
     "Mirrored",
@@ -55,22 +55,24 @@ __all__ = [
 ]
 
 
-def roi_size(cfg: DictConfig) -> list[int]:
+def roi_size(point: RunPoint) -> list[int]:
     """Sliding-window and calibration patch size: ``inference.roi_size`` or the model's."""
-    roi = cfg.inference.roi_size if cfg.inference.roi_size is not None else cfg.model.patch_size
+    roi = (
+        point.inference.roi_size if point.inference.roi_size is not None else point.model.patch_size
+    )
     return [int(v) for v in roi]
 
 
-def mirroring_axes(cfg: DictConfig, default: tuple[int, ...] = ()) -> tuple[int, ...]:
+def mirroring_axes(point: RunPoint, default: tuple[int, ...] = ()) -> tuple[int, ...]:
     """``inference.mirroring`` as spatial axes: ``auto`` -> ``default``, ``none`` -> ``()``."""
-    value = cfg.inference.mirroring
+    value = point.inference.mirroring
     if value == "auto":
         return tuple(default)
     if value in ("none", None):
         return ()
-    axes = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    axes = value
     if not isinstance(axes, (list, tuple)) or not all(a in (0, 1, 2) for a in axes):
-        raise ConfigError(
+        raise PointError(
             f"inference.mirroring={value!r} must be auto, none or a list of axes from [0, 1, 2]"
         )
     return tuple(sorted(set(int(a) for a in axes)))
@@ -152,90 +154,90 @@ class ModelSource:
         return np.where(mask, 0, labels) if mask is not None else labels
 
 
-def _columns(cfg: DictConfig, roi: list[int], mirroring: tuple[int, ...], fold: Any) -> dict:
+def _columns(point: RunPoint, roi: list[int], mirroring: tuple[int, ...], fold: Any) -> dict:
     return {
         "mirroring": ",".join(str(a) for a in mirroring) or "none",
-        "overlap": float(cfg.inference.overlap),
+        "overlap": float(point.inference.overlap),
         "roi": "x".join(str(v) for v in roi),
         "fold": "none" if fold is None else str(fold),
-        "training_cases_scored": cfg.evaluation.split == "train",
+        "training_cases_scored": point.evaluation.split == "train",
     }
 
 
-def registry_identity(cfg: DictConfig) -> dict[str, Any]:
+def registry_identity(point: RunPoint) -> dict[str, Any]:
     """What determines a registry network's weights: its config plus the checkpoint's identity."""
-    checkpoint = cfg.model.checkpoint
+    checkpoint = point.model.checkpoint
     if checkpoint is None:
-        weights: Any = {"random_init_seed": int(cfg.seed)}
+        weights: Any = {"random_init_seed": int(point.seed)}
     else:
         path = (
-            models_layer.shipped_weights_path(cfg.model.name)
+            models_layer.shipped_weights_path(point.model.name)
             if checkpoint == "shipped"
             else Path(checkpoint)
         )
         weights = cache.checkpoint_fingerprint(path)
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    for key, default in (("fold", None), ("checkpoint_name", "checkpoint_final.pth")):
-        if model.get(key, default) == default:  # keys made before these fields stay valid
+    model = asdict(point.model)
+    for key in ("fold", "checkpoint_name"):
+        if model.get(key) is None:  # unset: keys made before these fields stay valid
             model.pop(key, None)
     return {"model": model, "weights": weights}
 
 
-def fp32_cache_dir(cfg: DictConfig, source: ModelSource | None = None) -> Path:
+def fp32_cache_dir(point: RunPoint, source: ModelSource | None = None) -> Path:
     """Cache folder of the FP32 label maps of this model, data and inference settings.
 
     Every FP32 baseline is made with the same settings as the run that asks for it, so the
     key holds the resolved inference settings (roi, mirroring) and the model's identity.
     """
-    if source is None and not _is_folder(cfg):
+    if source is None and not _is_folder(point):
         identity, roi, axes, folder = (
-            registry_identity(cfg),
-            roi_size(cfg),
-            mirroring_axes(cfg),
+            registry_identity(point),
+            roi_size(point),
+            mirroring_axes(point),
             False,
         )
     else:
-        source = source if source is not None else open_source(cfg)
+        source = source if source is not None else open_source(point)
         identity, roi, axes = source.identity, source.roi, source.mirroring
         folder = source.folder is not None
-    inference_key = OmegaConf.to_container(cfg.inference, resolve=True)
+    inference_key = asdict(point.inference)
     inference_key.pop("name", None)
     inference_key["roi_size"] = roi
     if axes or folder:
         inference_key["mirroring"] = list(axes)
     else:
         inference_key.pop("mirroring", None)  # keys made before mirroring existed stay valid
-    data_key = OmegaConf.to_container(cfg.data, resolve=True)
+    data_key = asdict(point.data)
     key = cache.entry_key(identity, data_key, inference_key)
-    return cache.cache_root(cfg.paths.cache_dir) / "fp32" / key
+    return cache.cache_root(point.paths.cache_dir) / "fp32" / key
 
 
-def _registry_source(cfg: DictConfig) -> ModelSource:
-    dataset = data_layer.open_dataset(cfg.data)
-    torch.manual_seed(int(cfg.seed))  # random-init models (checkpoint: null) are reproducible
-    model = models_layer.build_model(cfg.model, dataset.in_channels, dataset.num_classes)
-    if cfg.model.checkpoint is not None:
-        model = models_layer.load_weights(model, cfg.model)
-    roi, axes = roi_size(cfg), mirroring_axes(cfg)
+def _registry_source(point: RunPoint) -> ModelSource:
+    dataset = data_layer.open_dataset(point.data)
+    torch.manual_seed(int(point.seed))  # random-init models (checkpoint: null) are reproducible
+    model = models_layer.build_model(asdict(point.model), dataset.in_channels, dataset.num_classes)
+    if point.model.checkpoint is not None:
+        model = models_layer.load_weights(model, asdict(point.model))
+    roi, axes = roi_size(point), mirroring_axes(point)
 
     def predict(network: nn.Module, case: Any) -> torch.Tensor:
-        return case.restore(window_probabilities(cfg.inference, network, case.image, roi, axes))
+        return case.restore(window_probabilities(point.inference, network, case.image, roi, axes))
 
     return ModelSource(
         dataset=dataset,
         model=model.eval(),
         roi=roi,
         mirroring=axes,
-        identity=registry_identity(cfg),
+        identity=registry_identity(point),
         predict=predict,
-        columns=_columns(cfg, roi, axes, None),
+        columns=_columns(point, roi, axes, None),
     )
 
 
-def _splits_file(cfg: DictConfig, dataset_name: str, raw_root: Path) -> Path:
+def _splits_file(point: RunPoint, dataset_name: str, raw_root: Path) -> Path:
     """The training's ``splits_final.json``: ``data.split.splits_file`` if a path, else
     ``$nnUNet_preprocessed/<dataset>/``, else the raw dataset folder."""
-    given = cfg.data.split.splits_file
+    given = point.data.split.splits_file
     if given not in (None, "auto"):
         return Path(str(given)).expanduser()
     candidates = []
@@ -245,52 +247,53 @@ def _splits_file(cfg: DictConfig, dataset_name: str, raw_root: Path) -> Path:
     for folder in candidates:
         if (folder / "splits_final.json").is_file():
             return folder / "splits_final.json"
-    raise ConfigError(
+    raise PointError(
         f"no splits_final.json of {dataset_name} in {[str(c) for c in candidates]}; set "
         "data.split.splits_file=PATH (nnU-Net writes it to $nnUNet_preprocessed/<dataset>/) or "
         "set nnUNet_preprocessed"
     )
 
 
-def _check_folder_settings(cfg: DictConfig, folder: Any, index: Any) -> None:
-    roi = cfg.inference.roi_size
+def _check_folder_settings(point: RunPoint, folder: Any, index: Any) -> None:
+    roi = point.inference.roi_size
     if roi is not None and [int(v) for v in roi] != folder.patch_size:
-        raise ConfigError(
+        raise PointError(
             f"inference.roi_size={list(roi)} contradicts {folder.root / 'plans.json'}, whose "
             f"{folder.configuration} patch size is {folder.patch_size}; leave inference.roi_size unset"
         )
     trained = {int(v): str(k) for k, v in folder.dataset_json["labels"].items() if k != "ignore"}
     if trained != dict(index.labels):
-        raise ConfigError(
+        raise PointError(
             f"{index.root / 'dataset.json'} labels {index.labels} differ from the training's "
             f"{folder.root / 'dataset.json'} labels {trained}; point data.root at the raw dataset "
             f"{folder.dataset_name}"
         )
 
 
-def _folder_source(cfg: DictConfig) -> ModelSource:
+def _folder_source(point: RunPoint) -> ModelSource:
+    chosen = {"checkpoint_name": point.model.checkpoint_name} if point.model.checkpoint_name else {}
     folder = models_layer.open_nnunet_folder(
-        cfg.model.checkpoint, fold=cfg.model.fold, checkpoint_name=cfg.model.checkpoint_name
+        point.model.checkpoint, fold=point.model.fold, **chosen
     )
-    raw = data_layer.open_dataset(cfg.data)
-    _check_folder_settings(cfg, folder, raw.index)
-    splits = None if folder.fold == "all" else _splits_file(cfg, folder.dataset_name, raw.root)
+    raw = data_layer.open_dataset(point.data)
+    _check_folder_settings(point, folder, raw.index)
+    splits = None if folder.fold == "all" else _splits_file(point, folder.dataset_name, raw.root)
     dataset = NnUNetCases(
-        cfg.data.name,
+        point.data.name,
         folder.plans,
         folder.dataset_json,
         folder.configuration,
         folder.fold,
         raw.index,
         splits if splits is not None else raw.root / "splits_final.json",
-        cfg.data.cache_dir,
+        point.data.cache_dir,
     )
-    if cfg.evaluation.split == "val" and not dataset.split("val"):
-        raise ConfigError(
+    if point.evaluation.split == "val" and not dataset.split("val"):
+        raise PointError(
             f"fold {folder.fold} of {folder.root} has no validation cases (fold all trains on "
             "every case); use evaluation.split=test (imagesTs/labelsTs) or another model.fold"
         )
-    axes = mirroring_axes(cfg, folder.mirroring_axes)
+    axes = mirroring_axes(point, folder.mirroring_axes)
     identity = {
         "nnunet_folder": cache.checkpoint_fingerprint(folder.checkpoint_file),
         "plans": folder.plans,
@@ -298,7 +301,7 @@ def _folder_source(cfg: DictConfig) -> ModelSource:
         "configuration": folder.configuration,
         "splits": None if splits is None else cache.checkpoint_fingerprint(splits),
     }
-    inf = cfg.inference
+    inf = point.inference
 
     def predict(network: nn.Module, case: Any) -> torch.Tensor:
         logits = nnunet_logits(
@@ -321,23 +324,23 @@ def _folder_source(cfg: DictConfig) -> ModelSource:
         mirroring=axes,
         identity=identity,
         predict=predict,
-        columns=_columns(cfg, folder.patch_size, axes, folder.fold),
+        columns=_columns(point, folder.patch_size, axes, folder.fold),
         folder=folder,
     )
 
 
-def _bundle_source(cfg: DictConfig) -> ModelSource:
+def _bundle_source(point: RunPoint) -> ModelSource:
     """A MONAI bundle folder: its own network, transforms and inferer over the data config's
     cases. Mirroring and window settings are the bundle's (its inferer), not ``inference.*``."""
-    bundle = MonaiBundle(cfg.model.checkpoint, device=cfg.inference.device)
-    dataset = data_layer.open_dataset(cfg.data)
+    bundle = MonaiBundle(point.model.checkpoint, device=point.inference.device)
+    dataset = data_layer.open_dataset(point.data)
     if bundle.labels is not None and len(bundle.labels) != dataset.num_classes:
-        raise ConfigError(
+        raise PointError(
             f"{bundle.root / 'configs' / 'metadata.json'} declares {len(bundle.labels)} output "
             f"channels but {dataset.root / 'dataset.json'} has {dataset.num_classes} labels; "
             "point data= at the dataset the bundle segments"
         )
-    roi = bundle.patch_size or roi_size(cfg)
+    roi = bundle.patch_size or roi_size(point)
     identity = {
         "monai_bundle": cache.checkpoint_fingerprint(bundle.root),
     }
@@ -348,37 +351,37 @@ def _bundle_source(cfg: DictConfig) -> ModelSource:
         mirroring=(),
         identity=identity,
         predict=lambda network, case: bundle.predict(network, case.item),
-        columns=_columns(cfg, roi, (), None),
+        columns=_columns(point, roi, (), None),
     )
 
 
-def _is_folder(cfg: DictConfig) -> bool:
+def _is_folder(point: RunPoint) -> bool:
     """A results folder (``plans.json``) is the model, whatever the model group says: a folder
     is never a plain state dict."""
-    return models_layer.is_nnunet_folder(cfg.model.checkpoint)
+    return models_layer.is_nnunet_folder(point.model.checkpoint)
 
 
-def _is_bundle(cfg: DictConfig) -> bool:
+def _is_bundle(point: RunPoint) -> bool:
     """A folder with ``configs/`` and ``models/model.pt`` is a MONAI bundle."""
-    checkpoint = cfg.model.checkpoint
+    checkpoint = point.model.checkpoint
     if checkpoint in (None, "shipped"):
         return False
     folder = Path(str(checkpoint)).expanduser()
     return (folder / "configs").is_dir() and (folder / "models" / "model.pt").is_file()
 
 
-def folder_model_kind(cfg: DictConfig) -> str | None:
+def folder_model_kind(point: RunPoint) -> str | None:
     """``nnunet_folder`` or ``monai_bundle`` when the checkpoint is a folder that is the model."""
-    if _is_folder(cfg):
+    if _is_folder(point):
         return "nnunet_folder"
-    return "monai_bundle" if _is_bundle(cfg) else None
+    return "monai_bundle" if _is_bundle(point) else None
 
 
-def open_source(cfg: DictConfig) -> ModelSource:
+def open_source(point: RunPoint) -> ModelSource:
     """The :class:`ModelSource` of a validated config: an nnU-Net results folder, a MONAI
     bundle, or a registry model."""
-    if _is_folder(cfg):
-        return _folder_source(cfg)
-    if _is_bundle(cfg):
-        return _bundle_source(cfg)
-    return _registry_source(cfg)
+    if _is_folder(point):
+        return _folder_source(point)
+    if _is_bundle(point):
+        return _bundle_source(point)
+    return _registry_source(point)

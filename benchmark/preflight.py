@@ -13,18 +13,20 @@ inside the network's ``forward``; a single run gets the same checks (:func:`chec
 
 from __future__ import annotations
 
+import itertools
+
 from hydra import compose
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from benchmark.config import ConfigError, validate
+from benchmark.config import ConfigError, build_point
 from benchmark.models.errors import ModelConfigError
 from benchmark.models.stride import input_grid, size_problem
-from benchmark.pipeline.sources import folder_model_kind
+from benchmark.points.sources import folder_model_kind
+from benchmark.schema import RunPoint
 
 __all__ = ["SweepError", "check_input_size", "check_point", "check_sweep", "sweep_jobs"]
 
@@ -37,15 +39,24 @@ def sweep_jobs(config: DictConfig) -> list[list[str]]:
     """Each job's overrides, as Hydra's basic sweeper expands them.
 
     The preset's ``hydra.sweeper.params`` come first and the command line's overrides after
-    them, exactly as :class:`BasicSweeper` orders them, and the expansion is its own
-    ``split_arguments`` (the cross product), so the checked points are the launched points.
+    them, as the basic sweeper orders them; each sweep override expands through Hydra's public
+    ``Override.sweep_string_iterator`` and the jobs are their cross product in that order, so
+    the checked points are the launched points.
     """
     params = OmegaConf.select(config, "hydra.sweeper.params") or {}
     arguments = [f"{key}={value}" for key, value in params.items()]
     arguments += list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
     parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
-    batches = BasicSweeper.split_arguments(parser.parse_overrides(arguments), None)
-    return [list(job) for batch in batches for job in batch]
+    axes = []
+    for override in parser.parse_overrides(arguments):
+        key = override.get_key_element()
+        values = (
+            list(override.sweep_string_iterator())
+            if override.is_sweep_override()
+            else [override.get_value_element_as_str()]
+        )
+        axes.append([f"{key}={value}" for value in values])
+    return [list(job) for job in itertools.product(*axes)]
 
 
 def check_sweep(config: DictConfig, config_name: str | None) -> int:
@@ -73,21 +84,21 @@ def check_sweep(config: DictConfig, config_name: str | None) -> int:
     return len(jobs)
 
 
-def check_point(cfg: DictConfig, in_sweep: bool = False) -> DictConfig:
-    """Validate one point (:func:`benchmark.config.validate`) and check its input size.
+def check_point(cfg: DictConfig, in_sweep: bool = False) -> RunPoint:
+    """Build one point (:func:`benchmark.config.build_point`) and check its input size.
 
     Returns:
-        The validated config.
+        The run point.
 
     Raises:
         ConfigError: naming the offending key and what to use instead.
     """
-    checked = validate(cfg, in_sweep=in_sweep)
-    check_input_size(checked)
-    return checked
+    point = build_point(cfg, in_sweep=in_sweep)
+    check_input_size(point)
+    return point
 
 
-def check_input_size(cfg: DictConfig) -> None:
+def check_input_size(point: RunPoint) -> None:
     """Check the ROI the network runs on (sliding window, calibration, export) against its
     total stride, naming both. A checkpoint folder that is the model (nnU-Net results folder,
     MONAI bundle) brings its own network and patch size, so only registry networks are checked.
@@ -95,19 +106,19 @@ def check_input_size(cfg: DictConfig) -> None:
     Raises:
         ConfigError: the ROI is not a size the network accepts (with one that it does).
     """
-    if folder_model_kind(cfg) is not None:
+    if folder_model_kind(point) is not None:
         return  # the folder's own network and patch size (nnU-Net planned them to fit)
-    explicit = cfg.inference.roi_size is not None
-    roi = [int(v) for v in (cfg.inference.roi_size if explicit else cfg.model.patch_size)]
+    explicit = point.inference.roi_size is not None
+    roi = [int(v) for v in (point.inference.roi_size if explicit else point.model.patch_size)]
     try:
-        grid = input_grid(cfg.model.net, source=f"model {cfg.model.name!r}")
+        grid = input_grid(point.model.net, source=f"model {point.model.name!r}")
     except ModelConfigError as exc:
         raise ConfigError(str(exc)) from exc
     problem = None if grid is None else size_problem(roi, grid)
     if problem:
         key = "inference.roi_size" if explicit else "model.patch_size"
         used = "" if explicit else " (the ROI while inference.roi_size is null)"
-        raise ConfigError(f"{key}={roi}{used} does not fit model={cfg.model.name}: it {problem}")
+        raise ConfigError(f"{key}={roi}{used} does not fit model={point.model.name}: it {problem}")
 
 
 def _message(exc: Exception) -> str:

@@ -14,12 +14,8 @@ from typing import Any
 from omegaconf import MISSING
 
 from benchmark.data.config import DataConfig
-from benchmark.deploy.config import DeployConfig
-
-try:
-    from benchmark.analysis.config import SensitivityConfig
-except ImportError:  # the sensitivity analysis is an optional part of the package
-    SensitivityConfig = None
+from benchmark.schema.deploy import DeployConfig
+from benchmark.schema.sensitivity import SensitivityConfig
 
 __all__ = [
     "GROUP_SCHEMAS",
@@ -38,14 +34,14 @@ __all__ = [
 ]
 
 
-@dataclass
+@dataclass(frozen=True)
 class PrecisionConfig:
     """``conf/precision/<name>.yaml``: ``fp32``, ``fp16``, ``bf16`` or ``wNaM`` (e.g. ``w4a8``)."""
 
     name: str = MISSING
 
 
-@dataclass
+@dataclass(frozen=True)
 class GranularityConfig:
     """``conf/granularity/<name>.yaml``: how many scales a quantized tensor gets.
 
@@ -60,40 +56,46 @@ class GranularityConfig:
     name: str = MISSING
 
 
-@dataclass
+@dataclass(frozen=True)
 class ObserverConfig:
     """``conf/observer/<name>.yaml``: how calibration batches become activation ranges.
 
-    Fields other than ``name`` are handed to :class:`benchmark.quant.QuantSpec` by name.
+    Fields other than ``name`` are handed to :class:`benchmark.quant.QuantSpec` by name when an
+    option file sets them; unset (``None``) they keep the engine's own default.
     """
 
     name: str = MISSING
-    percentile: float = 99.99
-    averaging_constant: float = 0.01
-    mse_grid: int = 20
-    mse_min_ratio: float = 0.2
+    percentile: float | None = None
+    averaging_constant: float | None = None
+    mse_grid: int | None = None
+    mse_min_ratio: float | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class AlgorithmConfig:
-    """``conf/algorithm/<name>.yaml``: the post-training quantization algorithm."""
+    """``conf/algorithm/<name>.yaml``: the quantization algorithm, or an ordered composition.
 
-    name: str = "none"
+    ``name`` is one method or a list (``[smoothquant, gptq]``); ``options`` is a mapping, flat for
+    one method and keyed by method for a composition (:class:`benchmark.quant.QuantSpec`).
+    """
+
+    name: Any = MISSING
+    options: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(frozen=True)
 class CalibrationConfig:
     """``conf/calibration/<name>.yaml``: ``n`` ROI-size patches (``batch_size`` per batch) drawn
     with ``seed`` from the ``split`` split (train or val; never test)."""
 
     name: str = MISSING
-    n: int = 16
-    split: str = "train"
-    seed: int = 0
-    batch_size: int = 1
+    n: int = MISSING
+    split: str = MISSING
+    seed: int = MISSING
+    batch_size: int = MISSING
 
 
-@dataclass
+@dataclass(frozen=True)
 class InferenceConfig:
     """``conf/inference/<name>.yaml``: sliding-window prediction settings.
 
@@ -104,18 +106,22 @@ class InferenceConfig:
     """
 
     name: str = MISSING
-    roi_size: list[int] | None = None
-    overlap: float = 0.5
-    sw_batch_size: int = 2
-    device: str = "cpu"
-    amp: bool = False
-    mode: str = "gaussian"
-    mirroring: Any = "auto"
+    roi_size: list[int] | None = MISSING
+    overlap: float = MISSING
+    sw_batch_size: int = MISSING
+    device: str = MISSING
+    amp: bool = MISSING
+    mode: str = MISSING
+    mirroring: Any = MISSING
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
-    """``conf/model/<name>.yaml`` (contract of :mod:`benchmark.models`)."""
+    """``conf/model/<name>.yaml`` (contract of :mod:`benchmark.models`).
+
+    ``fold`` and ``checkpoint_name`` pick the checkpoint of an nnU-Net results folder; unset
+    (``None``) they are the folder's own choice (:func:`benchmark.models.open_nnunet_folder`).
+    """
 
     name: str = MISSING
     display_name: str = MISSING
@@ -125,12 +131,12 @@ class ModelConfig:
     patch_size: list[int] = MISSING
     net: Any = MISSING
     checkpoint: str | None = None
-    checkpoint_format: str = "auto"
+    checkpoint_format: str = MISSING
     fold: Any = None
-    checkpoint_name: str = "checkpoint_final.pth"
+    checkpoint_name: str | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvaluationConfig:
     """What is scored: ``max_cases`` cases (``null`` = all) of ``split`` (``auto``: an nnU-Net
     folder's fold validation cases, else ``test``); NSD at ``tolerance_mm``; ECE/Brier when
@@ -138,51 +144,51 @@ class EvaluationConfig:
     Scoring ``train`` cases needs ``allow_training_cases``; ``save_predictions`` writes each
     case's label map as NIfTI (nnU-Net's output layout)."""
 
-    split: str = "auto"
-    max_cases: int | None = None
-    tolerance_mm: float = 2.0
-    probability_metrics: bool = True
-    fp32_agreement: bool = True
-    allow_training_cases: bool = False
-    save_predictions: bool = False
+    split: str = MISSING
+    max_cases: int | None = MISSING
+    tolerance_mm: float = MISSING
+    probability_metrics: bool = MISSING
+    fp32_agreement: bool = MISSING
+    allow_training_cases: bool = MISSING
+    save_predictions: bool = MISSING
 
 
-@dataclass
+@dataclass(frozen=True)
 class PathsConfig:
     """``results_dir``: tidy results (``<results_dir>/<experiment>/``); ``log_dir``: Hydra's
     output dirs; ``cache_dir``: FP32 predictions and calibration ranges (``null`` =
     ``$MEDQBENCH_CACHE`` or ``~/.cache/medqbench``). Relative paths are taken from the launch
     directory (``hydra.job.chdir`` stays False)."""
 
-    results_dir: str = "results"
-    log_dir: str = "outputs"
-    cache_dir: str | None = None
+    results_dir: str = MISSING
+    log_dir: str = MISSING
+    cache_dir: str | None = MISSING
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunConfig:
     """Job behaviour that does not change results (excluded from the config hash)."""
 
-    skip_existing: bool = True
-    progress: bool = True
+    skip_existing: bool = MISSING
+    progress: bool = MISSING
 
 
-@dataclass
+@dataclass(frozen=True)
 class ReportConfig:
     """What the end of a sweep prints or draws (excluded from the config hash)."""
 
-    table: bool = True
-    format: str = "md"
-    plot: bool = False
+    table: bool = MISSING
+    format: str = MISSING
+    plot: bool = MISSING
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
     """Primary config (``conf/config.yaml``)."""
 
-    task: str = "evaluate"
-    experiment_name: str = "adhoc"
-    seed: int = 0
+    task: str = MISSING
+    experiment_name: str = MISSING
+    seed: int = MISSING
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
@@ -194,7 +200,7 @@ class Config:
     quant: dict[str, Any] = field(default_factory=dict)
     checkpoints: dict[str, Any] = field(default_factory=dict)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
-    sensitivity: Any = None
+    sensitivity: SensitivityConfig | None = None
     deploy: DeployConfig | None = None
     paths: PathsConfig = field(default_factory=PathsConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -211,6 +217,5 @@ GROUP_SCHEMAS = {
     "model": ModelConfig,
     "data": DataConfig,
     "deploy": DeployConfig,
+    "sensitivity": SensitivityConfig,
 }
-if SensitivityConfig is not None:
-    GROUP_SCHEMAS["sensitivity"] = SensitivityConfig

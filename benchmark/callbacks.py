@@ -17,9 +17,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from benchmark.pipeline.context import experiment_dir
 from benchmark.pipeline.job import STATUS_FILE
-from benchmark.pipeline.preflight import SweepError, check_sweep
+from benchmark.plots.bars import precision_bars
+from benchmark.preflight import SweepError, check_sweep
+from benchmark.report import table_text
 from benchmark.results import RESULTS_FILE, collect
 
 __all__ = ["CollectResults", "read_statuses"]
@@ -43,7 +44,7 @@ class CollectResults(Callback):
     def on_multirun_start(
         self, config: DictConfig, config_name: str | None = None, **kwargs: Any
     ) -> None:
-        """Validate every sweep point (:func:`benchmark.pipeline.preflight.check_sweep`).
+        """Validate every sweep point (:func:`benchmark.preflight.check_sweep`).
 
         An invalid point ends the process with status 1 before any job starts (``SystemExit``,
         since Hydra turns other exceptions raised by callbacks into warnings).
@@ -60,7 +61,7 @@ class CollectResults(Callback):
         Hydra turns exceptions raised by callbacks into warnings, so failures end the process
         through ``SystemExit`` (after collecting and reporting the runs that did finish).
         """
-        out = experiment_dir(config)
+        out = Path(config.paths.results_dir) / config.experiment_name
         statuses = read_statuses(config.hydra.sweep.dir)
         counts = Counter(s.get("status", "unknown") for s in statuses)
         table = collect(out) if out.is_dir() else None
@@ -88,13 +89,9 @@ class CollectResults(Callback):
 
     @staticmethod
     def _report(config: DictConfig, out: Path, table: Any) -> None:
-        from benchmark.report import table_text
-
         if config.report.table:
             print(table_text(table, config.report.format))
         if config.report.plot:
-            from benchmark.plots.bars import precision_bars
-
             paths = precision_bars(table, out)
             log.info("plot: %s", paths[0])
             print(f"plot: {', '.join(str(p) for p in paths)}")

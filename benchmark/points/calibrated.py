@@ -1,0 +1,71 @@
+"""The quantized, calibrated model of a run point, computed once per model x spec x
+calibration set and cached (ranges, and whatever the spec's algorithm learned)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+import benchmark.data as data_layer
+import benchmark.quant as quant_layer
+from benchmark.points import cache
+from benchmark.points.sources import ModelSource
+from benchmark.schema import RunPoint
+
+__all__ = ["calibrated_model"]
+
+log = logging.getLogger(__name__)
+
+
+def _to_device(batches: Sequence[torch.Tensor], device: str) -> Iterator[torch.Tensor]:
+    for batch in batches:
+        yield batch.as_subclass(torch.Tensor).to(device)
+
+
+def calibrated_model(point: RunPoint, source: ModelSource) -> tuple[nn.Module, float, int]:
+    """Quantize the source's model with the point's spec; load its calibration from the cache
+    or calibrate and store it. Calibration patches come from ``calibration.split`` (never test).
+
+    Returns:
+        ``(qmodel, calibration_seconds, calib_n)``; seconds are 0 on a cache hit, and
+        ``calib_n`` is 0 for float precisions (nothing to calibrate).
+    """
+    spec, device = point.spec, point.inference.device
+    qmodel = quant_layer.quantize(source.model, spec).to(device)
+    if spec.is_float:
+        return qmodel, 0.0, 0
+    calibration = dataclasses.asdict(point.calibration)
+    calibration.pop("name", None)
+    key = cache.entry_key(
+        source.identity, dataclasses.asdict(point.data), spec.to_dict(), calibration, source.roi
+    )
+    path = cache.cache_root(point.paths.cache_dir) / "ranges" / f"{key}.pt"
+    n = int(point.calibration.n)
+    with cache.locked(path):
+        if path.is_file():
+            try:
+                quant_layer.load_ranges(qmodel, path)
+                return qmodel, 0.0, n
+            except Exception as exc:  # a cache entry is derived data: recompute what cannot load
+                log.warning("recalibrating: cached ranges %s do not load (%s)", path, exc)
+                path.unlink()
+        start = time.perf_counter()
+        batches = data_layer.calibration_patches(
+            source.dataset,
+            split=point.calibration.split,
+            n=n,
+            roi_size=tuple(source.roi),
+            seed=int(point.calibration.seed),
+            batch_size=int(point.calibration.batch_size),
+        )
+        quant_layer.calibrate(qmodel, _to_device(batches, device))
+        seconds = time.perf_counter() - start
+        tmp = path.with_name(f".{path.name}.tmp")
+        quant_layer.save_ranges(qmodel, tmp)
+        tmp.replace(path)
+    return qmodel, seconds, n
