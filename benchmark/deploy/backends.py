@@ -57,8 +57,10 @@ class Backend:
         name: the ``backend`` row value.
         runtime: ``ort``, ``openvino`` or ``torch``.
         precision: ``fp32``, ``bf16``, ``fp16``, ``int8`` (static) or ``int8_dynamic``.
-        artefact: what it loads: ``fp32_onnx``, ``qdq_onnx``, ``dynamic_onnx``, ``fp16_onnx``,
-            ``torch_int8`` (a quantized module) or ``torch`` (the checkpoint).
+        artefact: what it loads: ``fp32_onnx``, ``qdq_onnx`` (calibrated by the runtime's
+            tooling), ``qdq_own_onnx`` (the fake-quant model's own scales and zero points,
+            :mod:`.qdq_export`), ``dynamic_onnx``, ``fp16_onnx``, ``torch_int8`` (a quantized
+            module) or ``torch`` (the checkpoint).
         providers: ONNX Runtime execution providers (ORT backends).
         cost_runtime: runtime whose layer costs drive ``latency_aware`` (``None``: the layer
             policy does not apply; INT8 backends without it use ``all``).
@@ -90,6 +92,8 @@ BACKENDS: dict[str, Backend] = {
         Backend("openvino_bf16", "openvino", "bf16", "fp32_onnx"),
         Backend("openvino_int8", "openvino", "int8", "qdq_onnx", cost_runtime="openvino"),
         Backend("torch_x86_int8", "torch", "int8", "torch_int8", cost_runtime="torch"),
+        Backend("ort_int8_own_scales", "ort", "int8", "qdq_own_onnx", _CPU),
+        Backend("openvino_int8_own_scales", "openvino", "int8", "qdq_own_onnx"),
         Backend(
             "ort_cuda_fp16", "ort", "fp16", "fp16_onnx", ("CUDAExecutionProvider",), device="cuda"
         ),

@@ -33,12 +33,15 @@ from benchmark.deploy.layer_policy import (
 from benchmark.deploy.ort_quant import (
     calibrate_method_for,
     convert_fp16_onnx,
+    needs_reduce_range,
     quantize_dynamic_onnx,
     quantize_static_onnx,
     resolve_reduce_range,
 )
+from benchmark.deploy.qdq_export import QDQExportError, export_qdq
 from benchmark.deploy.torch_int8 import quantize_convs, torch_conv_layers
 from benchmark.points.cache import cache_root
+from benchmark.quant import calibrate, quantize
 
 __all__ = ["Variant", "Builds", "build_backends"]
 
@@ -191,6 +194,14 @@ def build_backends(run: Any) -> Builds:
             deployed[name] = Variant(name, None, path, size_mb(path), note=note)
         elif backend.artefact == "torch":
             deployed[name] = Variant(name, None, run.model, _state_dict_mb(run.model))
+        elif backend.artefact == "qdq_own_onnx":
+            try:
+                deployed[name] = _own_scales_variant(run, name)
+            except QDQExportError as exc:
+                note = f"skipped: {exc}"
+                rows.append(
+                    {"backend": name, "metric": "backend_available", "value": 0.0, "note": note}
+                )
         else:
             own = policies if backend.cost_runtime else ["all"]
             layers = (
@@ -208,6 +219,29 @@ def build_backends(run: Any) -> Builds:
                 compared[(name, policy)] = variant
             deployed[name] = compared[(name, own[0])]
     return Builds(deployed, compared, rows)
+
+
+def _own_scales_variant(run: Any, name: str) -> Variant:
+    """The run's calibrated fake-quant model exported with its own scales (:mod:`.qdq_export`);
+    the layer table goes beside it. ONNX Runtime gets output Q/DQ (its ``QLinearConv`` needs
+    them) and, on CPUs without VNNI, the uint8 weight container that does not saturate."""
+    example = run.batches[0][:1]
+    qmodel = calibrate(quantize(run.model, run.spec, example=example), run.batches)
+    ort = BACKENDS[name].runtime == "ort"
+    report = export_qdq(
+        qmodel,
+        example,
+        run.work_dir / f"{name}.onnx",
+        weight_dtype="uint8" if ort and needs_reduce_range() else "int8",
+        output_batches=run.batches if ort else None,
+    )
+    report.table().to_csv(run.work_dir / f"{name}_layers.csv", index=False)
+    note = (
+        f"own scales: {len(report.exported)} layers carry the fake-quant model's scales and zero "
+        f"points, {len(report.kept_float)} kept float ({len(report.simulation_only)} "
+        "simulation-only)"
+    )
+    return Variant(name, None, report.path, size_mb(report.path), note=note)
 
 
 def _int8_variant(

@@ -26,11 +26,19 @@ Saturation on CPUs without VNNI (AVX2): both runtimes' u8 x s8 kernels multiply 
 ``vpmaddubsw``, whose 16-bit pair sums overflow when 8-bit activations meet full-range int8
 weights (measured on one 3x3x3 convolution with full-range random codes: 23 % relative error
 in both ONNX Runtime ``QLinearConv`` and OpenVINO for signed activations, 1.6 % for unsigned;
-exact with 7-bit weights). The harness's weights are full-range, so: ``weight_dtype="uint8"``
-stores the same codes shifted by 128 (zero point 128), which ONNX Runtime runs in its U8U8
-kernel without saturation (measured exact) and OpenVINO runs in float; with int8 weights
-OpenVINO is integer, and exact enough where activations are unsigned
-(``act_mapping="asymmetric"``), while signed activations saturate.
+exact with 7-bit weights). The harness's weights are full-range, so per runtime:
+
+* ONNX Runtime, integer path (``output_batches``): ``weight_dtype="uint8"`` stores the same
+  codes shifted by 128 (zero point 128), which runs in the U8U8 kernel without saturation.
+  Shipped ``tiny_nnunet`` W8A8 per tensor on phantom patches: argmax agreement with the
+  fake-quant model 99.85 % with uint8 weights, 99.51 % with int8 weights (saturated);
+  19 of 23 convolutions ``QLinearConv`` (ConvTranspose stays float).
+* ONNX Runtime, default (no output Q/DQ): float convolutions on the dequantized operands,
+  99.95 % (signed activation grids) to 99.98 % (unsigned).
+* OpenVINO: int8 weights; every ``Convolution`` runs in U8. With unsigned or asymmetric
+  activation grids 99.97 %; with signed ones (``act_mapping="auto"`` after LeakyReLU) its
+  kernels saturate: 89.1 %. uint8 weights make it fall back to float convolutions that
+  disagree (75.6 to 85.6 %), so an OpenVINO file keeps ``weight_dtype="int8"``.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 import benchmark.metrics as metrics_layer
 import benchmark.models as models_layer
 from benchmark.points import cache
-from benchmark.points.calibrated import calibrated_model
+from benchmark.points.calibrated import calibrated_model, input_example, write_quant_table
 from benchmark.points.context import RunContext, point_columns
 from benchmark.points.sources import ModelSource, fp32_cache_dir, open_source
 from benchmark.schema import RunPoint
@@ -126,7 +126,9 @@ def run_point(context: RunContext) -> pd.DataFrame:
 
     Returns:
         One row per case x class x metric with :data:`benchmark.results.ROW_COLUMNS` plus
-        ``task``, ``framework``, ``display_name``, ``params_m_counted``, ``dirty``,
+        ``task``, ``framework``, ``display_name``, ``params_m_counted``, every other field of
+        the spec (``act_mapping``, ``keep_first_last``, ...), ``quant_table_hash`` (of the
+        quantization table written to ``runs/<run_id>.quant.csv``), ``dirty``,
         ``package_version``, ``hardware``, the inference settings (``mirroring``, ``overlap``,
         ``roi``, ``fold``, ``training_cases_scored``) and the timings ``calibration_s``,
         ``inference_s``, ``scoring_s``.
@@ -141,6 +143,11 @@ def run_point(context: RunContext) -> pd.DataFrame:
         if point.precision == "fp32"
         else calibrated_model(point, source)
     )
+    table_hash = "none"  # fp32 runs the network itself: nothing is quantized
+    if point.precision != "fp32":
+        example = input_example(source, point.inference.device)
+        table_file = context.experiment_dir / "runs" / f"{context.run_id}.quant.csv"
+        table_hash = write_quant_table(qmodel, example, table_file)
     labels = {int(k): str(v) for k, v in dataset.labels.items()}
     records, inference_s, scoring_s = _score_cases(context, source, qmodel, fp32_dir)
     rows = pd.DataFrame.from_records(records)
@@ -160,6 +167,7 @@ def run_point(context: RunContext) -> pd.DataFrame:
     columns.update(
         source.columns,
         params_m_counted=counted_m,
+        quant_table_hash=table_hash,
         calibration_s=calibration_s,
         inference_s=inference_s,
         scoring_s=scoring_s,

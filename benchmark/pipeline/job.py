@@ -210,6 +210,7 @@ def run_job(
                     **context.provenance,
                     "run_id": context.run_id,
                     "config_hash": context.config_hash,
+                    "spec": point.spec.to_dict(),
                     "output_dir": status["output_dir"],
                     "wall_s": time.perf_counter() - start,
                 }

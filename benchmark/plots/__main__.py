@@ -14,7 +14,7 @@ from pathlib import Path
 
 from benchmark.errors import run_cli
 from benchmark.plots import make_figures
-from benchmark.report.__main__ import load_results
+from benchmark.results import read_results
 
 __all__ = ["main"]
 
@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     path = Path(args.results)
     try:
-        results = load_results(path)
+        results = read_results(path)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

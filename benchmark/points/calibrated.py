@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -17,7 +18,7 @@ from benchmark.points import cache
 from benchmark.points.sources import ModelSource
 from benchmark.schema import RunPoint
 
-__all__ = ["calibrated_model"]
+__all__ = ["calibrated_model", "input_example", "write_quant_table"]
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,26 @@ log = logging.getLogger(__name__)
 def _to_device(batches: Sequence[torch.Tensor], device: str) -> Iterator[torch.Tensor]:
     for batch in batches:
         yield batch.as_subclass(torch.Tensor).to(device)
+
+
+def input_example(source: ModelSource, device: str = "cpu") -> torch.Tensor:
+    """Zeros of the inference input shape ``[1, C, *roi]``: what the engine traces to follow
+    the data flow (first and last layers, modules a forward never runs)."""
+    channels = next(
+        (int(m.in_channels) for m in source.model.modules() if hasattr(m, "in_channels")), 1
+    )
+    return torch.zeros(1, channels, *source.roi, device=device)
+
+
+def write_quant_table(qmodel: nn.Module, example: torch.Tensor, path: Path) -> str:
+    """Write :func:`benchmark.quant.quantization_table` of ``qmodel`` to ``path`` (CSV,
+    atomically) and return its hash, the ``quant_table_hash`` of the run's rows."""
+    table = quant_layer.quantization_table(qmodel, example)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    table.to_csv(tmp, index=False)
+    tmp.replace(path)
+    return quant_layer.quant_table_hash(table)
 
 
 def calibrated_model(point: RunPoint, source: ModelSource) -> tuple[nn.Module, float, int]:
@@ -36,7 +57,7 @@ def calibrated_model(point: RunPoint, source: ModelSource) -> tuple[nn.Module, f
         ``calib_n`` is 0 for float precisions (nothing to calibrate).
     """
     spec, device = point.spec, point.inference.device
-    qmodel = quant_layer.quantize(source.model, spec).to(device)
+    qmodel = quant_layer.quantize(source.model, spec, example=input_example(source)).to(device)
     if spec.is_float:
         return qmodel, 0.0, 0
     calibration = dataclasses.asdict(point.calibration)

@@ -10,34 +10,21 @@ import pandas as pd
 from benchmark.readiness.evidence import deploy_evidence, sweep_evidence
 from benchmark.readiness.render import to_html, to_markdown
 from benchmark.readiness.scorecard import Scorecard, build_scorecard
+from benchmark.results import read_results
 
 __all__ = ["load_results", "scorecard_for", "write_reports"]
 
 
 def load_results(paths: Sequence[str | Path]) -> pd.DataFrame:
-    """Concatenate tidy result files (``results.parquet``, a run file, or a results folder).
+    """Concatenate tidy result files (:func:`benchmark.results.read_results` of each path).
 
     Raises:
-        FileNotFoundError: a path that does not exist, or a folder without ``results.parquet``.
-        ValueError: a file without the ``model``/``metric``/``value`` columns of tidy rows.
+        FileNotFoundError: a path with no results, or no path at all.
+        ValueError: a file that is not tidy results.
     """
-    frames = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            path = path / "results.parquet"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"no results at {path}; pass results.parquet files or results/<experiment>/ folders"
-            )
-        frame = pd.read_parquet(path)
-        missing = [c for c in ("model", "metric", "value") if c not in frame.columns]
-        if missing:
-            raise ValueError(f"{path} is not a tidy results file: no column(s) {missing}")
-        frames.append(frame)
-    if not frames:
+    if not paths:
         raise FileNotFoundError("no result files given")
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat([read_results(p) for p in paths], ignore_index=True)
 
 
 def scorecard_for(results: pd.DataFrame, model: str, tolerance: float = 0.01) -> Scorecard:

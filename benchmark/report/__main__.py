@@ -22,9 +22,9 @@ from benchmark.errors import run_cli
 from benchmark.report.baseline import cached_baselines
 from benchmark.report.render import FORMATS, table_text
 from benchmark.report.table import read_published
-from benchmark.results import RESULTS_FILE, collect
+from benchmark.results import read_results
 
-__all__ = ["PUBLISHED", "load_results", "main"]
+__all__ = ["PUBLISHED", "main"]
 
 #: Published figures shipped with the project, by experiment name.
 PUBLISHED = {
@@ -33,31 +33,6 @@ PUBLISHED = {
     / "medquanbench_btcv"
     / "published.csv",
 }
-
-
-def load_results(path: str | Path) -> pd.DataFrame:
-    """Read a results parquet, or the ``results.parquet`` of a folder (collecting it if absent).
-
-    Raises:
-        FileNotFoundError: nothing readable at ``path``.
-        ValueError: ``path`` is not a parquet file (truncated, or some other file).
-    """
-    path = Path(path)
-    if path.is_dir():
-        if not (path / RESULTS_FILE).is_file():
-            return collect(path)
-        path = path / RESULTS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no results at {path}; pass a results.parquet or a results/<experiment> folder"
-        )
-    try:
-        return pd.read_parquet(path)
-    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        raise ValueError(
-            f"{path} is not a readable parquet file ({exc}); rebuild it from the run files with "
-            "python -m benchmark.results collect <its folder>"
-        ) from exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", help="also write the table to this file")
     args = parser.parse_args(argv)
     try:
-        results = load_results(args.results)
+        results = read_results(args.results)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -43,6 +43,7 @@ GRANULARITY_NAMES = {
     "none": "–",
     "per_tensor": "Per-tensor",
     "per_channel_token": "Per-channel/token",
+    "per_channel_weights": "Per-channel weights",
     "adaptive": "Adaptive",
 }
 _CATEGORY = {"cnn": "CNN", "hybrid": "Hybrid", "transformer": "Transformer"}

@@ -151,3 +151,34 @@ def collect(experiment_dir: str | os.PathLike[str]) -> pd.DataFrame:
         table = pd.DataFrame({c: pd.Series(dtype="object") for c in ROW_COLUMNS})
     atomic_write_bytes(experiment_dir / RESULTS_FILE, table.to_parquet(index=False))
     return table
+
+
+def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Tidy rows from a results parquet or a run file, or the ``results.parquet`` of a results
+    folder (rebuilt from its run files when absent): what every reader of results opens.
+
+    Raises:
+        FileNotFoundError: nothing readable at ``path``.
+        ValueError: ``path`` is not a parquet file (truncated, or some other file), or it holds
+            no tidy rows (no ``model``/``metric``/``value`` columns).
+    """
+    path = Path(path)
+    if path.is_dir():
+        if not (path / RESULTS_FILE).is_file():
+            return collect(path)
+        path = path / RESULTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no results at {path}; pass a results.parquet or a results/<experiment> folder"
+        )
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise ValueError(
+            f"{path} is not a readable parquet file ({exc}); rebuild it from the run files with "
+            "python -m benchmark.results collect <its folder>"
+        ) from exc
+    missing = [c for c in ("model", "metric", "value") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path} is not a tidy results file: no column(s) {missing}")
+    return frame

@@ -69,6 +69,8 @@ def test_deploy_smoke_writes_tidy_rows_summary_and_readiness_report(tmp_path):
         "openvino_fp32",
         "openvino_int8",
         "torch_x86_int8",
+        "ort_int8_own_scales",
+        "openvino_int8_own_scales",
     } <= backends
     assert "ort_int8_dynamic" not in backends  # dynamic INT8 only when listed
     metrics = set(rows["metric"])

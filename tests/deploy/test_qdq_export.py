@@ -196,7 +196,7 @@ def test_tiny_nnunet_w8a8_runs_as_measured_in_both_runtimes(
     nnunet, phantom, tmp_path, policies, granularity
 ):
     """Unsigned activation grids: on CPUs without VNNI OpenVINO's u8 x s8 kernels saturate
-    with signed 8-bit activations and full-range weights (measured 88.9 % agreement, see
+    with signed 8-bit activations and full-range weights (measured 89.1 % agreement, see
     :mod:`benchmark.deploy.qdq_export`), so the cross-runtime check uses ``asymmetric``."""
     calib, x = phantom
     spec = QuantSpec("w8a8", granularity, act_mapping="asymmetric")
@@ -206,23 +206,24 @@ def test_tiny_nnunet_w8a8_runs_as_measured_in_both_runtimes(
     _assert_file_holds_harness_params(report, qmodel)
     fake = _fake_quant(qmodel, x)
     ort_out = run_session(make_session(report.path, threads=1), x.numpy())
-    assert _agreement(ort_out, fake) >= 0.995  # measured 0.9998 (per tensor)
+    assert _agreement(ort_out, fake) >= 0.995  # measured 0.99979 per tensor, 0.99975 per channel
     if unavailable_reason("int8") is not None:
         pytest.skip(unavailable_reason("int8"))
     ov_out, predictor = _openvino(report.path, x.numpy())
-    assert _agreement(ov_out, fake) >= 0.995  # measured 0.9997 (per tensor)
+    assert _agreement(ov_out, fake) >= 0.995  # measured 0.99969 per tensor, 0.99971 per channel
     counts = op_counts(predictor).set_index("op_type")["count"]
     assert counts.get("Convolution:U8", 0) == 19  # every Conv in integer arithmetic
 
 
 @pytest.mark.slow
-def test_tiny_nnunet_default_grid_in_onnx_runtime_and_its_integer_path(nnunet, phantom, tmp_path):
+def test_tiny_nnunet_signed_grid_in_onnx_runtime_and_its_integer_path(nnunet, phantom, tmp_path):
+    """``auto``: the signed grid after LeakyReLU, which ONNX Runtime runs without saturation."""
     calib, x = phantom
-    qmodel = _calibrated(nnunet, QuantSpec("w8a8", "per_tensor"), calib)
+    qmodel = _calibrated(nnunet, QuantSpec("w8a8", "per_tensor", act_mapping="auto"), calib)
     fake = _fake_quant(qmodel, x)
     report = export_qdq(qmodel, calib[0], tmp_path / "q.onnx")
     out = run_session(make_session(report.path, threads=1), x.numpy())
-    assert _agreement(out, fake) >= 0.995  # measured 0.9995
+    assert _agreement(out, fake) >= 0.995  # measured 0.99953
     # QLinearConv needs quantized outputs; uint8 weights avoid u8 x s8 saturation without VNNI
     integer = export_qdq(
         copy.deepcopy(qmodel),
@@ -235,4 +236,4 @@ def test_tiny_nnunet_default_grid_in_onnx_runtime_and_its_integer_path(nnunet, p
     counts = optimized_op_counts(integer.path).set_index("op_type")["count"]
     assert counts.get("QLinearConv", 0) == 19
     out = run_session(make_session(integer.path, threads=1), x.numpy())
-    assert _agreement(out, fake) >= 0.995  # measured 0.9985
+    assert _agreement(out, fake) >= 0.995  # measured 0.99852

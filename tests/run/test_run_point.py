@@ -9,6 +9,7 @@ import pytest
 
 from benchmark.config import ConfigError
 from benchmark.pipeline.evaluate import FP32_AGREEMENT_METRIC
+from benchmark.quant import QuantSpec, quant_table_hash
 from benchmark.results import ROW_COLUMNS, collect, run_done
 from benchmark.run import TASKS
 from tests.runs import context_of, run_config, run_task
@@ -192,3 +193,21 @@ def test_context_is_the_same_for_equal_configs(make_cfg):
     b = context_of(make_cfg("precision=w8a8", "granularity=adaptive", "report.plot=true"))
     c = context_of(make_cfg("precision=w8a8", "granularity=per_tensor"))
     assert a.run_id == b.run_id and a.run_id != c.run_id
+
+
+def test_rows_carry_the_whole_spec_and_the_quantization_table(fake_layers, make_cfg, tmp_path):
+    status = run_config(
+        make_cfg("precision=w4a4", "granularity=per_tensor", "+quant.keep_first_last=true")
+    )
+    rows = collect(tmp_path / "results" / "adhoc")
+    spec = QuantSpec("w4a4", "per_tensor", keep_first_last=True).to_dict()
+    for key in ("act_mapping", "keep_first_last", "dynamic", "position_scales", "exclude"):
+        assert set(rows[key]) == {spec[key]}, key
+    table_file = tmp_path / "results" / "adhoc" / "runs" / f"{status['run_id']}.quant.csv"
+    table = pd.read_csv(table_file)
+    assert set(rows["quant_table_hash"]) == {quant_table_hash(table)}
+    # the fake network's first and last convolutions stay in float, by data flow
+    kept = table[table["execution"].str.contains("keep_first_last", na=False)]
+    assert sorted(kept["module"]) == ["body.0", "head"]
+    record = json.loads(table_file.with_name(f"{status['run_id']}.json").read_text())
+    assert record["spec"]["keep_first_last"] is True

@@ -12,7 +12,8 @@ the float weight (``weight := (codes - z) s``), so the quantizer reproduces its 
 predecessors), the Hessian of the layer-wise squared error ``H = 2 X X^T / N`` is accumulated
 from the layer's inputs in the quantized model, after its input quantizer (what the weight
 multiplies): Linear inputs directly, convolutions through im2col (``X`` = patches x output
-positions). Then, with ``H`` dampened by ``damp * mean(diag H)`` and ``U`` the upper Cholesky
+positions; float32 products of chunks of at most 2^24 values, summed in float64). Then, with
+``H`` dampened by ``damp * mean(diag H)`` and ``U`` the upper Cholesky
 factor of ``H^-1``, the columns are quantized one by one; the error of column ``j``,
 ``(w_j - q_j) / U_jj``, is fed back into the columns not yet quantized through row ``j`` of
 ``U``, lazily in blocks of ``block_size`` columns. ``act_order`` quantizes columns in order of
@@ -118,9 +119,9 @@ def layer_hessian(qmodel: nn.Module, layer: nn.Module, batches: Sequence[torch.T
     state: dict[str, Any] = {"h": None, "n": 0}
 
     def accumulate(call):
-        x = layer.input_quant(call[0][0]).double()
+        x = layer.input_quant(call[0][0]).float()  # float32 chunks, summed in float64
         for columns in input_columns(layer, x):
-            gram = columns @ columns.transpose(1, 2)
+            gram = (columns @ columns.transpose(1, 2)).double()
             state["h"] = gram if state["h"] is None else state["h"] + gram
             state["n"] += columns.shape[-1]
 

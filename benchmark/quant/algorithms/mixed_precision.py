@@ -23,7 +23,8 @@ taken. ``budget`` defaults to the spec's weight bits (the memory of the uniform 
 widths, 4 patches of 64^3) about two minutes on 2 CPU cores.
 
 Options (defaults in :data:`DEFAULTS`, listed in ``conf/algorithm/mixed_precision.yaml``):
-``budget``, ``bits``, ``batches``.
+``budget``, ``bits`` (allowed widths: ``"2,4,8"`` or a tuple; a list would make the
+``QuantSpec`` unhashable), ``batches``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from benchmark.quant.quantizer import ActivationQuantizer, WeightQuantizer
 
 __all__ = ["MixedPrecision", "DEFAULTS", "allocate_bits", "layer_sensitivity", "set_weight_bits"]
 
-DEFAULTS = {"budget": None, "bits": (2, 4, 8), "batches": 4}
+DEFAULTS = {"budget": None, "bits": "2,4,8", "batches": 4}
 
 
 def _layers(qmodel: nn.Module) -> list[nn.Module]:

@@ -293,21 +293,23 @@ def run_qat(
     qmodel.eval()
     wall_buffer = _wall_buffer(qmodel)
     teacher = _teacher(qmodel, fp32_model) if opts.distill_weight > 0 else None
-    make_learnable(qmodel, dynamic=opts.dynamic)
-    fixed = _weight_parameters(qmodel) if opts.lr_weights == 0 else []
-    fast_paths = [m for m in qmodel.modules() if getattr(m, "integer_kernels", False)]
-    try:
-        for parameter in fixed:
-            parameter.requires_grad_(False)
-        for module in fast_paths:  # the integer path quantizes without gradients
-            module.integer_kernels = False
-        wall = _train(qmodel, teacher, pairs, opts)
-    finally:
-        for parameter in fixed:
-            parameter.requires_grad_(True)
-        for module in fast_paths:
-            module.integer_kernels = True
-    freeze_learned(qmodel)
+    # parameters made under a caller's inference_mode or no_grad could not train
+    with torch.inference_mode(False), torch.enable_grad():
+        make_learnable(qmodel, dynamic=opts.dynamic)
+        fixed = _weight_parameters(qmodel) if opts.lr_weights == 0 else []
+        fast_paths = [m for m in qmodel.modules() if getattr(m, "integer_kernels", False)]
+        try:
+            for parameter in fixed:
+                parameter.requires_grad_(False)
+            for module in fast_paths:  # the integer path quantizes without gradients
+                module.integer_kernels = False
+            wall = _train(qmodel, teacher, pairs, opts)
+        finally:
+            for parameter in fixed:
+                parameter.requires_grad_(True)
+            for module in fast_paths:
+                module.integer_kernels = True
+        freeze_learned(qmodel)
     wall_buffer.fill_(wall)
     return qmodel.eval()
 
@@ -334,37 +336,36 @@ def _train(qmodel, teacher, pairs, opts: QatOptions) -> float:
     start, wall = checkpoint.load(qmodel, optimizer, schedule)
     loss_fn = _task_loss() if pairs[0][1] is not None else None
     device = next((p.device for p in qmodel.parameters()), torch.device("cpu"))
-    with torch.inference_mode(False), torch.enable_grad():
-        for epoch in range(start, opts.epochs):
-            tic = time.perf_counter()
-            order = _epoch_order(len(pairs), opts.seed, epoch)
-            bar = tqdm(
-                order,
-                desc=f"qat epoch {epoch + 1}/{opts.epochs}",
-                disable=not opts.progress,
-                leave=False,
-                dynamic_ncols=True,
-            )
-            losses = []
-            for index in bar:
-                image, label = (_usable(t, device) for t in pairs[index])
-                loss = _loss(qmodel, teacher, image, label, loss_fn, opts)
-                if not bool(torch.isfinite(loss)):
-                    raise QuantError(
-                        f"qat loss became {float(loss)} at epoch {epoch + 1}, batch {index}; "
-                        "lower lr_weights / lr_quant"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                clamp_learned(qmodel)
-                losses.append(float(loss.detach()))
-                bar.set_postfix(loss=f"{losses[-1]:.4f}")
-            bar.close()
-            wall += time.perf_counter() - tic
-            checkpoint.save(qmodel, optimizer, schedule, epoch + 1, wall)
-            log.info("qat epoch %d/%d loss %.4f", epoch + 1, opts.epochs, np.mean(losses))
+    for epoch in range(start, opts.epochs):
+        tic = time.perf_counter()
+        order = _epoch_order(len(pairs), opts.seed, epoch)
+        bar = tqdm(
+            order,
+            desc=f"qat epoch {epoch + 1}/{opts.epochs}",
+            disable=not opts.progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        losses = []
+        for index in bar:
+            image, label = (_usable(t, device) for t in pairs[index])
+            loss = _loss(qmodel, teacher, image, label, loss_fn, opts)
+            if not bool(torch.isfinite(loss)):
+                raise QuantError(
+                    f"qat loss became {float(loss)} at epoch {epoch + 1}, batch {index}; "
+                    "lower lr_weights / lr_quant"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            clamp_learned(qmodel)
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        bar.close()
+        wall += time.perf_counter() - tic
+        checkpoint.save(qmodel, optimizer, schedule, epoch + 1, wall)
+        log.info("qat epoch %d/%d loss %.4f", epoch + 1, opts.epochs, np.mean(losses))
     return wall
 
 

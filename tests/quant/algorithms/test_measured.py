@@ -66,7 +66,10 @@ def test_nnunet_methods_reduce_the_error_at_the_roi_size():
 
 @pytest.mark.slow
 def test_swinunetr_methods_reduce_the_error():
-    algorithms = ["none", "smoothquant", "hadamard", "reparam", "bias_correction"]
-    errors = logit_errors("tiny_swinunetr", algorithms, size=64, n_calib=4, n_held=2)
+    # measured over seeds 0 and 1 of this setting: smoothquant, hadamard and bias correction
+    # lower the error both times; reparam lowers it at seed 0 and raises it at seed 1 (not
+    # asserted); on phantom CT patches hadamard is neutral and reparam and equalization raise it
+    algorithms = ["none", "smoothquant", "hadamard", "bias_correction"]
+    errors = logit_errors("tiny_swinunetr", [*algorithms, "reparam"], 64, n_calib=4, n_held=2)
     for algorithm in algorithms[1:]:
         assert errors[algorithm] < errors["none"], algorithm

@@ -334,3 +334,13 @@ def test_the_default_distillation_reference_is_the_fp32_model(tiny_segnet):
     default, explicit = trained_state(), trained_state(fp32_model=tiny_segnet)
     assert all(torch.equal(default[k], explicit[k]) for k in default)
     assert not torch.equal(default["head.weight"], tiny_segnet.head.weight)
+
+
+def test_qat_trains_when_calibrate_is_called_under_inference_mode(tiny_segnet):
+    spec = QuantSpec("w4a4", algorithm="qat", algorithm_options={"epochs": 1, **FAST})
+    qmodel = quantize(tiny_segnet, spec)
+    with torch.inference_mode():  # batches and calibrated ranges are inference tensors
+        batches = [torch.randn(1, 1, 8, 8, 8) for _ in range(2)]
+        calibrate(qmodel, batches)
+    assert float(qmodel.qat_wall_s) > 0
+    assert not torch.equal(qmodel.head.weight, tiny_segnet.head.weight)
