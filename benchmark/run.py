@@ -63,8 +63,8 @@ def main(cfg: DictConfig) -> float | None:
             log_folder=Path(cfg.paths.log_dir) / cfg.experiment_name,
             overrides=overrides,
         )
-    if not in_sweep and status.get("task") == "deploy" and status["status"] in ("ok", "skipped"):
-        print(finished_run_text(status))
+    if status.get("task") == "deploy" and status["status"] in ("ok", "skipped"):
+        print(finished_run_text(status))  # a deploy run ends with its backends' table
     return None
 
 

@@ -1,11 +1,20 @@
-"""Shared fixtures: seeded randomness and a tiny 3D network that builds in milliseconds."""
+"""Shared fixtures: seeded randomness, the model descriptions of ``conf/model`` for the
+registry, and a tiny 3D network that builds in milliseconds."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
+
+from benchmark.models.registry import MODEL_DIR_ENV
+
+# the registry takes its descriptions from its caller: the tests name the repository's
+os.environ.setdefault(MODEL_DIR_ENV, str(Path(__file__).resolve().parents[1] / "conf" / "model"))
 
 
 @pytest.fixture(autouse=True)

@@ -90,9 +90,15 @@ def variant_spec(spec: Any, layers: Iterable[str], precision: str | None = None)
 
 
 def _calibrated_full(model: nn.Module, spec: Any, batches: list[torch.Tensor]) -> nn.Module:
-    qmodel = quant_layer.quantize(model, spec)
+    qmodel = quant_layer.quantize(model, spec, example=_example(batches))
     quant_layer.calibrate(qmodel, batches)
     return qmodel
+
+
+def _example(batches: list[torch.Tensor]) -> torch.Tensor:
+    """Zeros of the input shape: the engine traces them to follow the data flow, the same for
+    every variant, so that ranges copy between them."""
+    return torch.zeros_like(batches[0][:1])
 
 
 def _executed(model: nn.Module, names: Sequence[str], batch: torch.Tensor) -> list[str]:
@@ -275,7 +281,9 @@ def run_sensitivity(context: RunContext) -> pd.DataFrame:
         selected = chosen(unit)
         if not selected:
             continue
-        variant = quant_layer.quantize(model, variant_spec(spec, selected, precision))
+        variant = quant_layer.quantize(
+            model, variant_spec(spec, selected, precision), example=_example(batches)
+        )
         quant_layer.copy_ranges(sources[source], variant)
         index = list(units).index(unit)
         add(scorer(variant), mode, unit, index, _point(spec, precision, calib_n))

@@ -64,22 +64,6 @@ def build_point(cfg: DictConfig, in_sweep: bool = False) -> RunPoint:
     checked = validate(cfg, in_sweep=in_sweep)
     plain: Config = OmegaConf.to_object(checked)
     digest = config_hash(hashed_point(checked))
-    return RunPoint(
-        task=plain.task,
-        experiment=plain.experiment_name,
-        seed=plain.seed,
-        model=plain.model,
-        data=plain.data,
-        spec=quant_spec(checked),
-        calibration=plain.calibration,
-        inference=plain.inference,
-        evaluation=plain.evaluation,
-        paths=plain.paths,
-        run=plain.run,
-        report=plain.report,
-        sensitivity=plain.sensitivity,
-        deploy=plain.deploy,
-        config_hash=digest,
-        run_id=run_name(checked, digest),
-        resolved_yaml=config_yaml(checked),
+    return RunPoint.of(
+        plain, quant_spec(checked), digest, run_name(checked, digest), config_yaml(checked)
     )

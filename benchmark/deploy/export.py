@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from benchmark.deploy.session import make_session, run_session
+from benchmark.models import build_model, load_model_config, load_weights
 
 __all__ = [
     "ExportCheck",
@@ -239,8 +240,6 @@ def load_registry_model(
         in_channels: input channels of the dataset.
         num_classes: output classes including background.
     """
-    from benchmark.models import build_model, load_model_config, load_weights
-
     if isinstance(model_cfg, str):
         model_cfg = load_model_config(model_cfg)
     model = build_model(model_cfg, in_channels=in_channels, num_classes=num_classes, device="cpu")

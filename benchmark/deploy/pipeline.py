@@ -46,6 +46,7 @@ from benchmark.models import count_parameters
 from benchmark.points.context import RunContext, point_columns, spec_bits
 from benchmark.points.errors import PointError
 from benchmark.points.sources import folder_model_kind, roi_size
+from benchmark.quant import calibrate, quantize
 from benchmark.schema import RunPoint
 from benchmark.schema.deploy import DeployConfig
 
@@ -198,11 +199,9 @@ def run_deploy(context: RunContext) -> pd.DataFrame:
 
 
 def _fake_quant_model(run: DeployRun) -> nn.Module | None:
-    from benchmark.quant import calibrate, quantize
-
-    if run.spec.precision in ("fp32", "fp16", "bf16"):
+    if run.spec.is_float:
         return None
-    qmodel = quantize(run.model, run.spec)
+    qmodel = quantize(run.model, run.spec, example=torch.zeros_like(run.batches[0][:1]))
     calibrate(qmodel, run.batches)
     return qmodel.eval()
 

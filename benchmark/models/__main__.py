@@ -7,6 +7,7 @@ channel and 14 classes (BTCV: 13 organs + background), the setting of the publis
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pandas as pd
 
@@ -21,20 +22,24 @@ from benchmark.models.registry import (
 __all__ = ["main", "registry_table"]
 
 
-def registry_table(in_channels: int = 1, num_classes: int = 14) -> pd.DataFrame:
+def registry_table(
+    in_channels: int = 1, num_classes: int = 14, conf_dir: str | Path | None = None
+) -> pd.DataFrame:
     """One row per registered model: name, display name, framework, family, params and published.
 
     Args:
         in_channels: input channels the networks are built with.
         num_classes: output classes the networks are built with.
+        conf_dir: the folder of model descriptions (see
+            :func:`benchmark.models.registry.model_config_dir`).
 
     Returns:
         Columns ``name, display_name, framework, family, params_m, published_m, diff_pct`` where
         ``diff_pct = 100 * (params_m - published_m) / published_m`` (NaN without a published figure).
     """
     rows = []
-    for name in available_models():
-        cfg = load_model_config(name)
+    for name in available_models(conf_dir):
+        cfg = load_model_config(name, conf_dir)
         params_m = count_parameters(build_model(cfg, in_channels, num_classes, device="meta")) / 1e6
         published = cfg.published_params_m
         rows.append(
@@ -58,8 +63,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmark.models", description=__doc__)
     parser.add_argument("--in-channels", type=int, default=1)
     parser.add_argument("--num-classes", type=int, default=14)
+    parser.add_argument(
+        "--conf", default="conf/model", help="folder of the model YAMLs (default: conf/model)"
+    )
     args = parser.parse_args(argv)
-    table = registry_table(args.in_channels, args.num_classes)
+    table = registry_table(args.in_channels, args.num_classes, args.conf)
     print(table.to_string(index=False, na_rep="-"))
 
 

@@ -101,11 +101,22 @@ def _described(value: Any) -> Any:
     return value
 
 
-def model_config_dir() -> Path:
-    """The folder of model descriptions when a caller names none: ``$MEDQBENCH_MODEL_DIR``, else
-    ``conf/model`` under the working directory (where every command is run from, as Hydra's
-    config search is)."""
-    return Path(os.environ.get(MODEL_DIR_ENV) or Path.cwd() / "conf" / "model")
+def model_config_dir(conf_dir: str | Path | None = None) -> Path:
+    """The folder of model descriptions: ``conf_dir`` from the caller, else
+    ``$MEDQBENCH_MODEL_DIR``. The registry never looks for a ``conf/`` folder itself: the entry
+    point hands it the composed model config, and other callers name the folder.
+
+    Raises:
+        ModelConfigError: neither is given.
+    """
+    if conf_dir is not None:
+        return Path(conf_dir)
+    if os.environ.get(MODEL_DIR_ENV):
+        return Path(os.environ[MODEL_DIR_ENV])
+    raise ModelConfigError(
+        f"no folder of model descriptions: pass conf_dir= (e.g. conf/model of the repository) "
+        f"or set {MODEL_DIR_ENV}"
+    )
 
 
 def available_models(conf_dir: str | Path | None = None) -> list[str]:
@@ -117,8 +128,7 @@ def available_models(conf_dir: str | Path | None = None) -> list[str]:
     Returns:
         Sorted model names, e.g. ``["medformer", "nnunet", ..., "unetr"]``.
     """
-    folder = Path(conf_dir) if conf_dir is not None else model_config_dir()
-    return sorted(p.stem for p in folder.glob("*.yaml"))
+    return sorted(p.stem for p in model_config_dir(conf_dir).glob("*.yaml"))
 
 
 def load_model_config(name: str, conf_dir: str | Path | None = None) -> ModelDescription:
@@ -135,7 +145,7 @@ def load_model_config(name: str, conf_dir: str | Path | None = None) -> ModelDes
         UnknownModelError: no such YAML; the message lists the available names and the closest one.
         ModelConfigError: the YAML has a missing, unknown or ill-typed key.
     """
-    folder = Path(conf_dir) if conf_dir is not None else model_config_dir()
+    folder = model_config_dir(conf_dir)
     path = folder / f"{name}.yaml"
     if not path.is_file():
         names = available_models(folder)

@@ -62,8 +62,15 @@ def calibrated_model(point: RunPoint, source: ModelSource) -> tuple[nn.Module, f
         return qmodel, 0.0, 0
     calibration = dataclasses.asdict(point.calibration)
     calibration.pop("name", None)
+    # "traced": the layers were chosen by one traced forward, so files made before (which
+    # miss the functional attention quantizers) are not reused
     key = cache.entry_key(
-        source.identity, dataclasses.asdict(point.data), spec.to_dict(), calibration, source.roi
+        source.identity,
+        dataclasses.asdict(point.data),
+        spec.to_dict(),
+        calibration,
+        source.roi,
+        {"selection": "traced"},
     )
     path = cache.cache_root(point.paths.cache_dir) / "ranges" / f"{key}.pt"
     n = int(point.calibration.n)

@@ -44,22 +44,4 @@ def point_from_yaml(text: str, run_id: str = "", config_hash: str = "") -> RunPo
     plain = yaml.safe_load(text) or {}
     config = _build(Config, plain)
     precision = (plain.get("precision") or {}).get("name") or "fp32"
-    return RunPoint(
-        task=config.task,
-        experiment=config.experiment_name,
-        seed=config.seed,
-        model=config.model,
-        data=config.data,
-        spec=QuantSpec(precision),
-        calibration=config.calibration,
-        inference=config.inference,
-        evaluation=config.evaluation,
-        paths=config.paths,
-        run=config.run,
-        report=config.report,
-        sensitivity=config.sensitivity,
-        deploy=config.deploy,
-        config_hash=config_hash,
-        run_id=run_id,
-        resolved_yaml=text,
-    )
+    return RunPoint.of(config, QuantSpec(precision), config_hash, run_id, text)

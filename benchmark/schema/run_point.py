@@ -17,6 +17,7 @@ from benchmark.quant import QuantSpec
 from benchmark.schema.deploy import DeployConfig
 from benchmark.schema.groups import (
     CalibrationConfig,
+    Config,
     EvaluationConfig,
     InferenceConfig,
     ModelConfig,
@@ -61,6 +62,31 @@ class RunPoint:
     config_hash: str
     run_id: str
     resolved_yaml: str
+
+    @classmethod
+    def of(
+        cls, config: Config, spec: QuantSpec, config_hash: str, run_id: str, resolved_yaml: str
+    ) -> RunPoint:
+        """The point of a config instance (the :class:`Config` schema filled in)."""
+        return cls(
+            task=config.task,
+            experiment=config.experiment_name,
+            seed=config.seed,
+            model=config.model,
+            data=config.data,
+            spec=spec,
+            calibration=config.calibration,
+            inference=config.inference,
+            evaluation=config.evaluation,
+            paths=config.paths,
+            run=config.run,
+            report=config.report,
+            sensitivity=config.sensitivity,
+            deploy=config.deploy,
+            config_hash=config_hash,
+            run_id=run_id,
+            resolved_yaml=resolved_yaml,
+        )
 
     @property
     def precision(self) -> str:

@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from benchmark.models import (
     ModelConfigError,
@@ -260,7 +259,7 @@ def test_plans_errors_name_the_configuration(tmp_path):
 def test_net_node_is_hydra_instantiable_to_the_same_network(name):
     cfg = load_model_config(name)
     with torch.device("meta"):
-        via_hydra = instantiate(OmegaConf.to_container(cfg.net), in_channels=1, num_classes=2)
+        via_hydra = instantiate(dict(cfg.net), in_channels=1, num_classes=2)
     ours = build_model(cfg, 1, 2, device="meta")
     assert type(via_hydra) is type(ours)
     assert {k: v.shape for k, v in via_hydra.state_dict().items()} == {

@@ -36,8 +36,10 @@ from benchmark.deploy.layer_costs import measure_layer_costs
 from benchmark.deploy.layer_policy import choose_layers, float_layers, onnx_conv_layers
 from benchmark.deploy.ort_quant import needs_reduce_range, quantize_static_onnx
 from benchmark.deploy.torch_int8 import quantize_convs, torch_conv_layers
+from benchmark.models import load_model_config
 from benchmark.points.cache import cache_root
 
+CONF_MODELS = Path(__file__).resolve().parents[2] / "conf" / "model"
 POLICIES = ("all", "min_channels:16", "latency_aware")
 RUNTIME_OF = {"ort_int8_static": "ort", "openvino_int8": "openvino", "torch_x86_int8": "torch"}
 
@@ -45,7 +47,7 @@ RUNTIME_OF = {"ort_int8_static": "ort", "openvino_int8": "openvino", "torch_x86_
 def build(name: str, size: int, workdir: Path, threads: list[int], policies: list[str]) -> dict:
     """Every variant's artefact and layer choice for model ``name`` at ``size``^3."""
     torch.manual_seed(0)
-    model = load_registry_model(name, 1, 14)
+    model = load_registry_model(load_model_config(name, CONF_MODELS), 1, 14)
     roi = (size, size, size)
     t0 = time.perf_counter()
     fp32 = export_checked(model, workdir / f"{name}.onnx", 1, roi, check_batch_sizes=(1,)).path

@@ -4,6 +4,8 @@ buffers, so the cached state reproduces the model."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -15,6 +17,7 @@ from benchmark.quant.algorithms.reconstruction import find_blocks, prediction_kl
 from benchmark.quant.quantizer import ActivationQuantizer
 
 FAST = {"iters": 80}
+MODELS = Path(__file__).resolve().parents[3] / "conf" / "model"
 
 
 def _unet() -> nn.Module:
@@ -43,7 +46,7 @@ def _error(model, qmodel, volumes) -> float:
 
 
 def test_blocks_of_the_tiny_nnunet_are_its_stages_upsamplings_and_heads():
-    model = build_model(load_model_config("tiny_nnunet"), 1, 9).eval()
+    model = build_model(load_model_config("tiny_nnunet", conf_dir=MODELS), 1, 9).eval()
     qmodel = quantize(model, QuantSpec("w4a8"))
     names = {id(m): n for n, m in qmodel.named_modules()}
     blocks = [names[id(b)] for b in find_blocks(qmodel, 8)]
