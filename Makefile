@@ -19,7 +19,6 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 demo: venv
 	$(PY) -m benchmark.run experiment=demo
-	$(PY) -m benchmark.run experiment=demo_formats
 
 test: venv
 	$(PY) -m pytest

@@ -21,8 +21,8 @@ decreasing ``diag H``. Columns whose input is always zero (``H_jj = 0``) are set
 the reference implementation. Grouped convolutions have one Hessian per group.
 
 **Cost**: one forward per calibration batch per layer up to that layer, ``O(d^2 N)`` for the
-Hessian and ``O(d^3 + rows d^2)`` for the update, ``d = C_in k^3``; for tiny nnU-Net at 64^3 with
-16 patches about a minute on 2 CPU cores. Computed in float64 on the model's device.
+Hessian and ``O(d^3 + rows d^2)`` for the update, ``d = C_in k^3``; the update runs in float64 on the
+model's device.
 
 Options (defaults in :data:`DEFAULTS`, listed in ``conf/algorithm/gptq.yaml``): ``damp``,
 ``block_size``, ``act_order``.

@@ -19,8 +19,7 @@ weights) exceed ``budget``, the step down with the smallest error increase per b
 taken; then the upgrades with the largest error decrease per bit that still fit the budget are
 taken. ``budget`` defaults to the spec's weight bits (the memory of the uniform model).
 
-**Cost**: ``layers x len(bits) x batches`` forward passes; for tiny nnU-Net (26 layers, 3
-widths, 4 patches of 64^3) about two minutes on 2 CPU cores.
+**Cost**: ``layers x len(bits) x batches`` forward passes (tiny nnU-Net: 26 x 3 x 4).
 
 Options (defaults in :data:`DEFAULTS`, listed in ``conf/algorithm/mixed_precision.yaml``):
 ``budget``, ``bits`` (allowed widths: ``"2,4,8"`` or a tuple; a list would make the

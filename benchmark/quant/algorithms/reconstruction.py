@@ -32,8 +32,8 @@ block by its float input with probability ``drop_prob`` per element during recon
 
 **Cost**: per block, one forward per calibration batch up to the block in each model, then
 ``iters`` forward/backward passes of the block (``block``) or of the whole model
-(``prediction``) on one batch. Tiny nnU-Net, 16 patches of 64^3, 2 CPU cores: see
-``conf/algorithm/brecq.yaml``.
+(``prediction``) on one batch; the block's inputs and FP32 outputs for all batches are held in
+memory while it is reconstructed.
 
 Options (defaults in :data:`DEFAULTS`; ``conf/algorithm/brecq.yaml``, ``qdrop.yaml``).
 """
