@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from benchmark.errors import run_cli
 from benchmark.data.integrity import summary_line, verify_dataset
+from benchmark.errors import run_cli
 
 __all__ = ["main"]
 

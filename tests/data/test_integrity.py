@@ -10,7 +10,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from benchmark.errors import run_cli
 from benchmark.data import ImageReadError, UnknownLabelError, open_dataset
 from benchmark.data.__main__ import main
 from benchmark.data.integrity import (
@@ -20,6 +19,7 @@ from benchmark.data.integrity import (
     verify_index,
 )
 from benchmark.data.reader import read_dataset
+from benchmark.errors import run_cli
 
 SHAPE, SPACING = (16, 16, 12), (1.5, 1.5, 3.0)
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from benchmark.config import ConfigError, build_point
-from benchmark.points.errors import PointError
 from benchmark.data import SplitError
 from benchmark.models import CheckpointError, open_nnunet_folder
+from benchmark.points.errors import PointError
 from benchmark.points.sources import open_source
 
 pytestmark = pytest.mark.slow
