@@ -9,9 +9,12 @@ Instance/Batch/GroupNorm) axis 1. Every function edits in place without autograd
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
+from benchmark.quant.algorithms.base import float_reference
 from benchmark.quant.algorithms.online import transforms_input
 
 __all__ = [
@@ -144,3 +147,37 @@ def ensure_bias(layer: nn.Module) -> None:
         channels = layer.weight.shape[out_axis(layer)]
         weight = layer.weight
         layer.bias = nn.Parameter(torch.zeros(channels, dtype=weight.dtype, device=weight.device))
+
+
+def input_channel_minmax(
+    qmodel: nn.Module, batches: Sequence[torch.Tensor], layers: Sequence[nn.Module]
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per-input-channel ``(min, max)`` of what each layer's input quantizer receives, float
+    network, over ``batches``."""
+    found: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(layers)
+
+    def hook(index):
+        def record(module, args):
+            x = args[0].detach()
+            axis = -1 if isinstance(layers[index], nn.Linear) else 1
+            dims = [d for d in range(x.ndim) if d != axis % x.ndim]
+            lo, hi = x.amin(dim=dims).double(), x.amax(dim=dims).double()
+            if found[index] is not None:
+                lo, hi = torch.minimum(lo, found[index][0]), torch.maximum(hi, found[index][1])
+            found[index] = (lo, hi)
+
+        return record
+
+    handles = [
+        getattr(layer, "input_quant", layer).register_forward_pre_hook(hook(i), prepend=True)
+        for i, layer in enumerate(layers)
+    ]
+    device = next((p.device for p in qmodel.parameters()), torch.device("cpu"))
+    try:
+        with torch.no_grad(), float_reference(qmodel):
+            for batch in batches:
+                qmodel(batch.to(device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found

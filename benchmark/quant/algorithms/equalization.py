@@ -39,10 +39,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from benchmark.quant.algorithms.base import Algorithm, float_reference, register_algorithm
+from benchmark.quant.algorithms.base import Algorithm, register_algorithm
 from benchmark.quant.algorithms.channels import (
     affine_norm,
     in_axis,
+    input_channel_minmax,
     is_layer,
     out_axis,
     pair_fits,
@@ -83,31 +84,7 @@ def input_channel_ranges(
 ) -> list[torch.Tensor]:
     """``max |x_c|`` per input channel of what each layer's input quantizer receives (after any
     online transform, so in the space of the weight columns), float network, over ``batches``."""
-    ranges: list[torch.Tensor | None] = [None] * len(layers)
-
-    def hook(index):
-        def record(module, args):
-            x = args[0].detach()
-            axis = -1 if isinstance(layers[index], nn.Linear) else 1
-            dims = [d for d in range(x.ndim) if d != axis % x.ndim]
-            amax = x.abs().amax(dim=dims).to(torch.float64)
-            ranges[index] = amax if ranges[index] is None else torch.maximum(ranges[index], amax)
-
-        return record
-
-    handles = [
-        getattr(layer, "input_quant", layer).register_forward_pre_hook(hook(i), prepend=True)
-        for i, layer in enumerate(layers)
-    ]
-    device = next((p.device for p in qmodel.parameters()), torch.device("cpu"))
-    try:
-        with torch.no_grad(), float_reference(qmodel):
-            for batch in batches:
-                qmodel(batch.to(device))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return ranges
+    return [torch.maximum(-lo, hi) for lo, hi in input_channel_minmax(qmodel, batches, layers)]
 
 
 def balance(first_range: torch.Tensor, second_range: torch.Tensor) -> torch.Tensor:

@@ -37,11 +37,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from benchmark.quant.algorithms.base import Algorithm, float_reference, register_algorithm
+from benchmark.quant.algorithms.base import Algorithm, register_algorithm
 from benchmark.quant.algorithms.channels import (
     absorb_input_offset,
     affine_norm,
     ensure_bias,
+    input_channel_minmax,
     is_layer,
     pair_fits,
     scale_inputs,
@@ -51,7 +52,7 @@ from benchmark.quant.algorithms.channels import (
 from benchmark.quant.algorithms.graph import Graph, trace
 from benchmark.quant.modules import QuantLayer
 
-__all__ = ["Reparameterization", "reparam_pairs", "input_channel_minmax"]
+__all__ = ["Reparameterization", "reparam_pairs"]
 
 
 def reparam_pairs(graph: Graph) -> list[tuple[nn.Module, nn.Module, bool]]:
@@ -77,40 +78,6 @@ def reparam_pairs(graph: Graph) -> list[tuple[nn.Module, nn.Module, bool]]:
         )
         pairs.append((norm, layer, shift))
     return pairs
-
-
-def input_channel_minmax(
-    qmodel: nn.Module, batches: Sequence[torch.Tensor], layers: Sequence[nn.Module]
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per-input-channel ``(min, max)`` of what each layer's input quantizer receives, float
-    network, over ``batches``."""
-    found: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(layers)
-
-    def hook(index):
-        def record(module, args):
-            x = args[0].detach()
-            axis = -1 if isinstance(layers[index], nn.Linear) else 1
-            dims = [d for d in range(x.ndim) if d != axis % x.ndim]
-            lo, hi = x.amin(dim=dims).double(), x.amax(dim=dims).double()
-            if found[index] is not None:
-                lo, hi = torch.minimum(lo, found[index][0]), torch.maximum(hi, found[index][1])
-            found[index] = (lo, hi)
-
-        return record
-
-    handles = [
-        getattr(layer, "input_quant", layer).register_forward_pre_hook(hook(i), prepend=True)
-        for i, layer in enumerate(layers)
-    ]
-    device = next((p.device for p in qmodel.parameters()), torch.device("cpu"))
-    try:
-        with torch.no_grad(), float_reference(qmodel):
-            for batch in batches:
-                qmodel(batch.to(device))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return found
 
 
 def channel_factors(
