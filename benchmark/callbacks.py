@@ -90,7 +90,7 @@ class CollectResults(Callback):
     @staticmethod
     def _report(config: DictConfig, out: Path, table: Any) -> None:
         if config.report.table:
-            print(table_text(table, config.report.format))
+            print(table_text(table, config.report.format, calibration=config.report.calibration))
         if config.report.plot:
             paths = precision_bars(table, out)
             log.info("plot: %s", paths[0])

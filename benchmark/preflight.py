@@ -47,7 +47,7 @@ def sweep_jobs(config: DictConfig) -> list[list[str]]:
     arguments = [f"{key}={value}" for key, value in params.items()]
     arguments += list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
     parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
-    axes = []
+    axes: dict[str, list[str]] = {}  # a key given again (the command line) replaces its axis
     for override in parser.parse_overrides(arguments):
         key = override.get_key_element()
         values = (
@@ -55,8 +55,8 @@ def sweep_jobs(config: DictConfig) -> list[list[str]]:
             if override.is_sweep_override()
             else [override.get_value_element_as_str()]
         )
-        axes.append([f"{key}={value}" for value in values])
-    return [list(job) for job in itertools.product(*axes)]
+        axes[key] = [f"{key}={value}" for value in values]
+    return [list(job) for job in itertools.product(*axes.values())]
 
 
 def check_sweep(config: DictConfig, config_name: str | None) -> int:

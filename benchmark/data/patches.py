@@ -32,7 +32,8 @@ def calibration_patches(
     roi_size: Sequence[int] = (64, 64, 64),
     seed: int = 0,
     batch_size: int = 1,
-) -> list[torch.Tensor]:
+    with_labels: bool = False,
+) -> list[torch.Tensor] | list[tuple[torch.Tensor, torch.Tensor]]:
     """Deterministic foreground-biased ROI crops from preprocessed cases of one split.
 
     Cases are visited in a seeded shuffle (cycling when ``n`` exceeds the split), one crop per
@@ -45,9 +46,12 @@ def calibration_patches(
         roi_size: ``[D, H, W]`` crop size in preprocessed voxels (the network's patch size).
         seed: seed of the case order and the crop positions.
         batch_size: patches per returned tensor; the last tensor holds the remainder.
+        with_labels: also return each crop's label map (for algorithms that train on labels,
+            such as QAT); the images are the same crops as without.
 
     Returns:
-        ``ceil(n / batch_size)`` float32 tensors ``[B, C, *roi_size]``.
+        ``ceil(n / batch_size)`` float32 tensors ``[B, C, *roi_size]``, or with ``with_labels``
+        ``(image, label)`` pairs with int64 labels ``[B, 1, *roi_size]``.
 
     Raises:
         SplitError: ``split`` is not train/val, or it is empty.
@@ -83,7 +87,7 @@ def calibration_patches(
             ),
         ]
     )
-    patches = []
+    patches, labels = [], []
     for i in range(n):
         case = dataset.prepare(order[i % len(order)])
         # Each crop gets its own seed from the shared generator: the result does not depend
@@ -96,4 +100,9 @@ def calibration_patches(
             }
         )[0]
         patches.append(torch.as_tensor(sample["image"]).float())
-    return [torch.stack(patches[i : i + batch_size]) for i in range(0, n, batch_size)]
+        labels.append(torch.as_tensor(sample["label"]).long())
+    images = [torch.stack(patches[i : i + batch_size]) for i in range(0, n, batch_size)]
+    if not with_labels:
+        return images
+    maps = [torch.stack(labels[i : i + batch_size]) for i in range(0, n, batch_size)]
+    return list(zip(images, maps, strict=True))

@@ -20,7 +20,12 @@ from tqdm.auto import tqdm
 import benchmark.metrics as metrics_layer
 import benchmark.models as models_layer
 from benchmark.points import cache
-from benchmark.points.calibrated import calibrated_model, input_example, write_quant_table
+from benchmark.points.calibrated import (
+    Calibrated,
+    calibrated_model,
+    input_example,
+    write_quant_table,
+)
 from benchmark.points.context import RunContext, point_columns
 from benchmark.points.sources import ModelSource, fp32_cache_dir, open_source
 from benchmark.schema import RunPoint
@@ -130,16 +135,17 @@ def run_point(context: RunContext) -> pd.DataFrame:
         the spec (``act_mapping``, ``keep_first_last``, ...), ``quant_table_hash`` (of the
         quantization table written to ``runs/<run_id>.quant.csv``), ``dirty``,
         ``package_version``, ``hardware``, the inference settings (``mirroring``, ``overlap``,
-        ``roi``, ``fold``, ``training_cases_scored``) and the timings ``calibration_s``,
-        ``inference_s``, ``scoring_s``.
+        ``roi``, ``fold``, ``training_cases_scored``) and the timings ``calibration_s`` (as
+        measured when the calibration was computed; ``calibration_cached`` says whether this run
+        loaded it), ``inference_s``, ``scoring_s``.
     """
     point = context.point
     source = open_source(point)
     dataset = source.dataset
     counted_m = models_layer.count_parameters(source.model) / 1e6
     fp32_dir = fp32_cache_dir(point, source)
-    qmodel, calibration_s, calib_n = (
-        (source.model.to(point.inference.device), 0.0, 0)
+    qmodel, calibration_s, calib_n, calibration_cached = (
+        Calibrated(source.model.to(point.inference.device), 0.0, 0, cached=False)
         if point.precision == "fp32"
         else calibrated_model(point, source)
     )
@@ -169,6 +175,7 @@ def run_point(context: RunContext) -> pd.DataFrame:
         params_m_counted=counted_m,
         quant_table_hash=table_hash,
         calibration_s=calibration_s,
+        calibration_cached=calibration_cached,
         inference_s=inference_s,
         scoring_s=scoring_s,
     )

@@ -20,6 +20,7 @@ calibration and caching do not care which kind they hold.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -41,6 +42,8 @@ from benchmark.points import cache
 from benchmark.points.bundle_cases import BundleCases
 from benchmark.points.errors import PointError
 from benchmark.schema import RunPoint
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Mirrored",
@@ -218,6 +221,13 @@ def _registry_source(point: RunPoint) -> ModelSource:
     model = models_layer.build_model(asdict(point.model), dataset.in_channels, dataset.num_classes)
     if point.model.checkpoint is not None:
         model = models_layer.load_weights(model, asdict(point.model))
+    else:
+        log.warning(
+            "%s has no checkpoint (model.checkpoint: null): scoring a randomly initialised "
+            "network (seed %d); its scores say nothing about quantization",
+            point.model.name,
+            int(point.seed),
+        )
     roi, axes = roi_size(point), mirroring_axes(point)
 
     def predict(network: nn.Module, case: Any) -> torch.Tensor:

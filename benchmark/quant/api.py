@@ -277,6 +277,8 @@ def calibrate(qmodel: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
         qmodel: output of :func:`quantize`.
         batches: ROI-size patches ``[B, C, *roi]`` (the size sliding-window inference feeds the
             model), moved to the model's device here; from training or validation cases only.
+            ``(image, label)`` pairs are accepted too: algorithms that train on labels
+            (:func:`needs_labels`) get the pairs, observers and the other methods the images.
 
     Returns:
         ``qmodel`` (calibrated in place).
@@ -293,19 +295,37 @@ def calibrate(qmodel: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
         algorithm.prepare(qmodel)
     if any(algorithm.needs_data for algorithm in algorithms):
         batches = list(batches)
+        images = [_image_of(batch) for batch in batches]
+    else:
+        images = (_image_of(batch) for batch in batches)
+
+    def data_for(algorithm):
+        return batches if algorithm.uses_labels else images
+
     was_training = qmodel.training
     qmodel.eval()
     try:
         for algorithm in algorithms:
-            algorithm.transform_weights(qmodel, batches)
-        _calibrate_ranges(qmodel, batches)
+            algorithm.transform_weights(qmodel, data_for(algorithm))
+        _calibrate_ranges(qmodel, images)
         for algorithm in algorithms:
-            algorithm.adjust_ranges(qmodel, batches)
+            algorithm.adjust_ranges(qmodel, data_for(algorithm))
         for algorithm in algorithms:
-            algorithm.optimise(qmodel, batches)
+            algorithm.optimise(qmodel, data_for(algorithm))
     finally:
         qmodel.train(was_training)
     return qmodel
+
+
+def needs_labels(spec: QuantSpec) -> bool:
+    """Whether an algorithm of ``spec`` trains on labels: then calibrate it on ``(image,
+    label)`` pairs (``calibration_patches(..., with_labels=True)``)."""
+    return any(algorithm.uses_labels for algorithm in spec_algorithms(spec))
+
+
+def _image_of(batch):
+    """The image of an ``(image, label)`` pair; anything else as it is."""
+    return batch[0] if isinstance(batch, (tuple, list)) and len(batch) == 2 else batch
 
 
 @contextlib.contextmanager
@@ -338,7 +358,8 @@ def _calibrate_ranges(qmodel: nn.Module, batches: Iterable[torch.Tensor]) -> Non
                 if not isinstance(batch, torch.Tensor):
                     raise CalibrationError(
                         f"calibration batch {count} is a {type(batch).__name__}, expected a tensor "
-                        "[B, C, *roi]; pass images only (e.g. benchmark.data.calibration_patches)"
+                        "[B, C, *roi] or an (image, label) pair (e.g. "
+                        "benchmark.data.calibration_patches)"
                     )
                 check_finite(batch, f"calibration batch {count}")
                 qmodel(batch.to(device))

@@ -305,7 +305,7 @@ class QuantSpec:
         out = {}
         for key, value in self.algorithm_options:
             if key.startswith(prefix):
-                out[key[len(prefix):]] = value
+                out[key[len(prefix) :]] = value
             elif "." not in key:
                 out[key] = value
         return out
@@ -376,7 +376,7 @@ class QuantSpec:
         out: dict[str, Any] = {}
         for key, value in asdict(self).items():
             if key == "algorithm_options":
-                value = tuple(f"{k}={v}" for k, v in value)
+                value = tuple(f"{k}={_option_text(v)}" for k, v in value)
             out[key] = ",".join(value) if isinstance(value, tuple) else value
         out["w_bits"] = self.w_bits
         out["a_bits"] = self.a_bits
@@ -422,7 +422,19 @@ def _option_pairs(options: Any) -> tuple[tuple[str, Any], ...]:
             flat.update({f"{key}.{k}": v for k, v in value.items()})
         else:
             flat[str(key)] = value
-    return tuple(sorted(flat.items()))
+    return tuple(sorted((key, _hashable(value)) for key, value in flat.items()))
+
+
+def _option_text(value: Any) -> str:
+    """An option value in a row; a tuple's items joined by ``/`` (``,`` separates options)."""
+    return "/".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def _hashable(value: Any) -> Any:
+    """List-valued options (layer names, bit choices) as tuples, so that the spec stays hashable."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(item) for item in value)
+    return value
 
 
 def _check_type_names(names: tuple[str, ...]) -> None:

@@ -1,4 +1,4 @@
-"""``python -m benchmark.report RESULTS [--format md|csv|tex] [--ci] [--published CSV]``.
+"""``python -m benchmark.report RESULTS [--format md|csv|tex] [--ci] [--calibration] [--published CSV]``.
 
 RESULTS is a ``results.parquet`` file or a ``results/<experiment>`` folder (its run files are
 collected first when ``results.parquet`` is missing). For the BTCV reproduction
@@ -50,6 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--ci", action="store_true", help="add paired-bootstrap 95%% CIs of the drop from FP32"
     )
+    parser.add_argument(
+        "--calibration",
+        action="store_true",
+        help="add the case-level ECE and Brier score and their change from FP32",
+    )
     parser.add_argument("--published", help="CSV of published figures to show side by side")
     parser.add_argument("--out", help="also write the table to this file")
     args = parser.parse_args(argv)
@@ -76,7 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(note, file=sys.stderr)
     if len(baselines):
         results = pd.concat([results, baselines], ignore_index=True)
-    text = table_text(results, args.format, ci=args.ci, published=published)
+    text = table_text(
+        results, args.format, ci=args.ci, published=published, calibration=args.calibration
+    )
     print(text, end="")
     if args.out:
         Path(args.out).write_text(text)

@@ -65,10 +65,14 @@ def render(table: pd.DataFrame, fmt: str = "md") -> str:
 
 
 def table_text(
-    results: pd.DataFrame, fmt: str = "md", ci: bool = False, published: pd.DataFrame | None = None
+    results: pd.DataFrame,
+    fmt: str = "md",
+    ci: bool = False,
+    published: pd.DataFrame | None = None,
+    calibration: bool = False,
 ) -> str:
     """The results table in ``fmt``: :func:`make_table` for md/tex, :func:`numeric_table`
-    (scores, drops and CI bounds as plain numbers) for csv.
+    (scores, drops and CI bounds as plain numbers) for csv; ``calibration`` adds ECE and Brier.
 
     Raises:
         ValueError: ``fmt`` is not one of :data:`FORMATS`.
@@ -76,5 +80,7 @@ def table_text(
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt!r} is not one of {list(FORMATS)}")
     if fmt == "csv":
-        return numeric_table(results, ci=ci, published=published).to_csv(index=False)
-    return render(make_table(results, ci=ci, published=published), fmt)
+        return numeric_table(results, ci=ci, published=published, calibration=calibration).to_csv(
+            index=False
+        )
+    return render(make_table(results, ci=ci, published=published, calibration=calibration), fmt)

@@ -6,7 +6,10 @@ its relative drop from the same model's FP32 run (``↑`` marks an increase). Sc
 over foreground classes within each case, then over cases. Axes that vary inside a sweep besides
 precision and granularity (observer, algorithm, calibration size, and any other field of the
 quantization spec, e.g. ``act_mapping`` or ``keep_first_last``) get columns of their own, so two
-runs never print as identical-looking lines.
+runs never print as identical-looking lines. The algorithm is shown wherever one is not
+``none``, with the calibration seconds it cost (as measured when it was computed). With
+``calibration``, the case-level ECE and Brier score sit beside DSC and NSD with their change from
+FP32, since quantization can shift probability calibration where accuracy hides it.
 :func:`numeric_table` holds the same lines as numbers, one per column, for CSV.
 """
 
@@ -51,6 +54,8 @@ _FLOAT_ORDER = {"fp32": 0, "fp16": 1, "bf16": 2}
 _MODEL_KEYS = ["framework", "display_name", "family", "params_m", "model", "dataset", "split"]
 _POINT_KEYS = ["precision", "w_bits", "a_bits", "granularity", "observer", "algorithm", "calib_n"]
 _OPTIONAL_AXES = {"observer": "Observer", "algorithm": "Algorithm", "calib_n": "Calib. N"}
+#: case-level probability-calibration metrics (one value per case) and their column titles
+_CALIBRATION_METRICS = {"ece_top": "ECE", "brier_mc": "Brier"}
 #: the other spec fields rows carry (one column each); a run written before carries none
 _SPEC_KEYS = [f.name for f in fields(QuantSpec) if f.name not in _POINT_KEYS]
 
@@ -91,6 +96,12 @@ def _precision_rank(row: pd.Series) -> tuple:
     return (1, -int(row["w_bits"]), -int(row["a_bits"]))
 
 
+def _algorithm_rank(algorithm: object) -> tuple[int, str]:
+    """Round to nearest first, then its tuned form, then the methods by name."""
+    name = str(algorithm)
+    return ({"none": 0, "tuned_rtn": 1}.get(name, 2), name)
+
+
 def sort_runs(means: pd.DataFrame) -> pd.DataFrame:
     """Rows in the published order: category, size, architecture, then precision and granularity."""
     gran = {g: i for i, g in enumerate(GRANULARITY_NAMES)}
@@ -104,7 +115,7 @@ def sort_runs(means: pd.DataFrame) -> pd.DataFrame:
             *_precision_rank(r),
             gran.get(r["granularity"], 9),
             str(r["observer"]),
-            str(r["algorithm"]),
+            *_algorithm_rank(r["algorithm"]),
             r["calib_n"],
         ),
         axis=1,
@@ -165,7 +176,9 @@ def _bootstrap(
     return result.ci_low, result.ci_high
 
 
-def run_lines(results: pd.DataFrame, ci: bool = False, seed: int = 0) -> pd.DataFrame:
+def run_lines(
+    results: pd.DataFrame, ci: bool = False, seed: int = 0, calibration: bool = False
+) -> pd.DataFrame:
     """One row per run in the published order, as numbers.
 
     Returns:
@@ -173,13 +186,18 @@ def run_lines(results: pd.DataFrame, ci: bool = False, seed: int = 0) -> pd.Data
         drop from the same model's FP32 run in percent, negative for an increase, NaN on the
         FP32 line itself or without a baseline) and, with ``ci``, ``m_delta_ci_low`` /
         ``m_delta_ci_high`` (95% paired-bootstrap CI over cases of run minus FP32, in score
-        units); and ``baseline_run_id``, the FP32 run the drops are taken from.
+        units); and ``baseline_run_id``, the FP32 run the drops are taken from. With
+        ``calibration``, per metric ``c`` in (ece_top, brier_mc) the mean over cases ``c`` and
+        ``c_delta``, run minus FP32 (lower is better for both).
     """
     means = sort_runs(run_means(results))
     fp32 = means[means["precision"] == "fp32"].drop_duplicates(["model", "dataset", "split"])
     base = fp32.set_index(["model", "dataset", "split"])
     keys = list(zip(means["model"], means["dataset"], means["split"], strict=True))
     lines = means.copy()
+    if "calibration_s" in results.columns:
+        seconds = results.groupby("run_id")["calibration_s"].first()
+        lines["calibration_s"] = lines["run_id"].map(seconds)
     lines["baseline_run_id"] = [base.loc[k, "run_id"] if k in base.index else None for k in keys]
     for metric in ("dsc", "nsd"):
         reference = np.array(
@@ -194,6 +212,14 @@ def run_lines(results: pd.DataFrame, ci: bool = False, seed: int = 0) -> pd.Data
             ]
             lines[f"{metric}_delta_ci_low"] = [b[0] for b in bounds]
             lines[f"{metric}_delta_ci_high"] = [b[1] for b in bounds]
+    if calibration:
+        rows = results[results["metric"].isin(list(_CALIBRATION_METRICS))]
+        means = rows.groupby(["run_id", "metric"])["value"].mean().unstack()
+        for metric in _CALIBRATION_METRICS:
+            column = means[metric] if metric in means.columns else pd.Series(dtype=float)
+            lines[metric] = lines["run_id"].map(column)
+            delta = lines[metric] - lines["baseline_run_id"].map(column)
+            lines[f"{metric}_delta"] = np.where(lines["precision"] == "fp32", math.nan, delta)
     return lines
 
 
@@ -207,6 +233,7 @@ def make_table(
     ci: bool = False,
     published: pd.DataFrame | None = None,
     seed: int = 0,
+    calibration: bool = False,
 ) -> pd.DataFrame:
     """The published layout of a results table.
 
@@ -216,11 +243,12 @@ def make_table(
             (quantized - FP32) mean-over-classes scores.
         published: published figures (:func:`read_published`) to show side by side.
         seed: bootstrap seed.
+        calibration: add ``ECE (Δ)`` / ``Brier (Δ)``: case-level means and run minus FP32.
 
     Returns:
         A DataFrame of display strings, one line per run, FP32 first within each model.
     """
-    lines = run_lines(results, ci=ci, seed=seed)
+    lines = run_lines(results, ci=ci, seed=seed, calibration=calibration)
     table = pd.DataFrame(
         {
             "Framework": lines["framework"],
@@ -239,10 +267,20 @@ def make_table(
             "–" if p in _FLOAT_ORDER else str(v)
             for p, v in zip(lines["precision"], lines[key], strict=True)
         ]
+    if "algorithm" in _varying_axes(lines) and "calibration_s" in lines.columns:
+        table["Calib. (s)"] = [
+            "–" if p in _FLOAT_ORDER or pd.isna(v) else f"{v:.0f}"
+            for p, v in zip(lines["precision"], lines["calibration_s"], strict=True)
+        ]
     for metric in ("dsc", "nsd"):
         table[f"{metric.upper()} (Δ%)"] = [
             _score_cell(value, drop)
             for value, drop in zip(lines[metric], lines[f"{metric}_drop_pct"], strict=True)
+        ]
+    for metric, title in (_CALIBRATION_METRICS if calibration else {}).items():
+        table[f"{title} (Δ)"] = [
+            "nan" if pd.isna(v) else f"{v:.4f}" + ("" if pd.isna(d) else f" ({d:+.4f})")
+            for v, d in zip(lines[metric], lines[f"{metric}_delta"], strict=True)
         ]
     if ci:
         for metric in ("dsc", "nsd"):
@@ -259,10 +297,16 @@ def make_table(
 
 
 def _varying_axes(lines: pd.DataFrame) -> dict[str, str]:
-    """Sweep axes besides precision and granularity that vary among the quantized runs."""
+    """Sweep axes besides precision and granularity that vary among the quantized runs, and
+    the algorithm wherever a quantized run has one."""
     quantized = lines[~lines["precision"].isin(list(_FLOAT_ORDER))]
     axes = {**_OPTIONAL_AXES, **{k: k for k in _SPEC_KEYS if k in lines.columns}}
-    return {k: t for k, t in axes.items() if quantized[k].astype(str).nunique() > 1}
+    with_algorithm = bool((quantized["algorithm"].astype(str) != "none").any())
+    return {
+        k: t
+        for k, t in axes.items()
+        if quantized[k].astype(str).nunique() > 1 or (k == "algorithm" and with_algorithm)
+    }
 
 
 def _score_cell(value: float, drop_pct: float) -> str:
@@ -304,6 +348,7 @@ def numeric_table(
     ci: bool = False,
     published: pd.DataFrame | None = None,
     seed: int = 0,
+    calibration: bool = False,
 ) -> pd.DataFrame:
     """The table for machines (CSV): the lines of :func:`make_table` with one number per column.
 
@@ -312,8 +357,10 @@ def numeric_table(
     run minus FP32 in score units; ``published_*`` likewise for the published figures.
     ``run_id`` and ``baseline_run_id`` name the run and the FP32 run it is compared with.
     """
-    lines = run_lines(results, ci=ci, seed=seed)
+    lines = run_lines(results, ci=ci, seed=seed, calibration=calibration)
     table = lines[list(_NUMERIC_COLUMNS)].rename(columns=_NUMERIC_COLUMNS)
+    if "calibration_s" in lines.columns:  # rows written before the column carry none
+        table["calibration_s"] = lines["calibration_s"]
     table["run_id"] = lines["run_id"]
     table["baseline_run_id"] = lines["baseline_run_id"]
     metric_columns = [
@@ -321,6 +368,10 @@ def numeric_table(
         for m in ("dsc", "nsd")
         for suffix in ("", "_drop_pct", *(("_delta_ci_low", "_delta_ci_high") if ci else ()))
     ]
+    if calibration:
+        metric_columns += [
+            f"{m}{suffix}" for m in _CALIBRATION_METRICS for suffix in ("", "_delta")
+        ]
     table = pd.concat([table, lines[metric_columns]], axis=1)
     if published is not None:
         table = pd.concat([table, published_numbers(lines, published)], axis=1)

@@ -180,6 +180,7 @@ class ReportConfig:
     table: bool = MISSING
     format: str = MISSING
     plot: bool = MISSING
+    calibration: bool = MISSING
 
 
 @dataclass(frozen=True)

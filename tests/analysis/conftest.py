@@ -4,12 +4,11 @@ takes seconds (the fakes of tests/run stand in for benchmark.data and benchmark.
 from __future__ import annotations
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 
 import benchmark.data
 import benchmark.models
-from tests.run.conftest import CONF, FakeDataset, FakeNet
+from tests.run.conftest import CONF, FakeDataset, FakeNet, fake_calibration_patches
 
 
 @pytest.fixture
@@ -17,15 +16,8 @@ def fake_data(monkeypatch) -> FakeDataset:
     """Replace the data and model entry points (not the quantizer) by the tiny fakes."""
     dataset = FakeDataset()
 
-    def calibration_patches(ds, split="train", n=16, roi_size=(16, 16, 16), seed=0, batch_size=1):
-        assert split in ("train", "val"), split
-        gen = torch.Generator().manual_seed(seed)
-        return [
-            torch.randn(batch_size, 1, *roi_size, generator=gen) for _ in range(-(-n // batch_size))
-        ]
-
     monkeypatch.setattr(benchmark.data, "open_dataset", lambda cfg: dataset)
-    monkeypatch.setattr(benchmark.data, "calibration_patches", calibration_patches)
+    monkeypatch.setattr(benchmark.data, "calibration_patches", fake_calibration_patches)
     monkeypatch.setattr(
         benchmark.models, "build_model", lambda cfg, c, k, device="cpu": FakeNet(c, k)
     )

@@ -11,6 +11,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from benchmark.config import GROUP_SCHEMAS, ConfigError, hashed_point, sweep_subdir, validate
+from benchmark.quant.algorithms import ALGORITHMS
 from benchmark.results import config_hash
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -91,9 +92,17 @@ def test_sweep_values_exist(name):
 
 @pytest.mark.parametrize("group", GROUPS)
 def test_option_name_equals_file_stem(group):
+    """Except algorithm files, which may name a composition or a method with other options
+    (tuned_brecq, qat_keep_dynamic): their names must be registered methods."""
     for path in sorted((CONF / group).glob("*.yaml")):
         name = OmegaConf.load(path).get("name")
-        assert name == path.stem, f"conf/{group}/{path.name}: name={name!r}"
+        if group != "algorithm":
+            assert name == path.stem, f"conf/{group}/{path.name}: name={name!r}"
+            continue
+        names = [name] if isinstance(name, str) else list(name)
+        assert all(n in ALGORITHMS for n in names), f"conf/algorithm/{path.name}: name={name!r}"
+        if path.stem in ALGORITHMS:  # a file named after a method holds that method
+            assert names == [path.stem], f"conf/algorithm/{path.name}: name={name!r}"
 
 
 @pytest.mark.parametrize("group", list(GROUP_SCHEMAS)[:6])

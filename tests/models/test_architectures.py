@@ -193,7 +193,7 @@ def test_dataparallel_medformer_state_dict_loads(tmp_path):
     cfg = load_model_config("tiny_medformer")
     source = build_model(cfg, 1, 3)
     torch.save({"module." + k: v for k, v in source.state_dict().items()}, tmp_path / "best.pth")
-    cfg.checkpoint = str(tmp_path / "best.pth")
+    cfg.checkpoint, cfg.checkpoint_format = str(tmp_path / "best.pth"), "medformer"
     torch.manual_seed(1)
     target = load_weights(build_model(cfg, 1, 3), cfg)
     assert all(

@@ -274,14 +274,19 @@ def test_nnunet_folder_with_several_folds_asks_for_one(tmp_path):
     with pytest.raises(CheckpointError, match=r"several folds \['fold_0', 'fold_1'\]"):
         read_state_dict(folder)
     assert open_nnunet_folder(folder, fold=1).fold == "1"
-    with pytest.raises(CheckpointError, match=r"folds with checkpoint_final.pth: \['0', '1'\]; choose one with model.fold=N"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"folds with checkpoint_final.pth: \['0', '1'\]; choose one with model.fold=N",
+    ):
         open_nnunet_folder(folder)
 
 
 def test_nnunet_folder_missing_dataset_json_is_named(tmp_path):
     folder, _ = _nnunet_folder(tmp_path)
     (folder / "dataset.json").unlink()
-    with pytest.raises(CheckpointError, match="no dataset.json; an nnU-Net v2 results folder holds"):
+    with pytest.raises(
+        CheckpointError, match="no dataset.json; an nnU-Net v2 results folder holds"
+    ):
         open_nnunet_folder(folder)
 
 

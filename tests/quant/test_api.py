@@ -111,7 +111,7 @@ def test_bad_inputs_raise_actionable_errors(tiny_segnet):
     with pytest.raises(CalibrationError, match="no batches"):
         calibrate(qmodel, [])
     with pytest.raises(CalibrationError, match="expected a tensor"):
-        calibrate(qmodel, [(torch.zeros(1, 1, 8, 8, 8), None)])
+        calibrate(qmodel, [{"image": torch.zeros(1, 1, 8, 8, 8)}])
     bad = _batches(1)[0]
     bad[0, 0, 1, 1, 1] = float("nan")
     with pytest.raises(NonFiniteError, match="calibration batch 0"):

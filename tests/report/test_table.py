@@ -111,6 +111,18 @@ def test_varying_axes_get_their_own_column(results):
     )
     table = make_table(pd.concat([results, extra]))
     assert "Observer" in table.columns and set(table["Observer"]) == {"–", "minmax", "mse"}
+    assert "Algorithm" not in table.columns
+
+
+def test_an_algorithm_is_shown_with_its_calibration_seconds(results):
+    """Even when every quantized run uses the same method: a reader must not take it for RTN."""
+    timed = results.assign(calibration_s=np.where(results["precision"] == "fp32", 0.0, 41.4))
+    table = make_table(
+        timed.assign(algorithm=np.where(timed["precision"] == "fp32", "none", "gptq"))
+    )
+    assert list(table["Algorithm"]) == ["–", "gptq", "gptq"]
+    assert list(table["Calib. (s)"]) == ["–", "41", "41"]
+    assert "Algorithm" not in make_table(timed).columns
 
 
 def test_bootstrap_ci_of_the_drop(results):
@@ -180,3 +192,22 @@ def test_csv_holds_numbers_one_per_column(results, tmp_path, capsys):
     fp32 = table[table["precision"] == "fp32"].iloc[0]
     assert pd.isna(fp32["dsc_drop_pct"]) and pd.isna(fp32["dsc_delta_ci_low"])
     assert set(table["baseline_run_id"]) == {"fp"}
+
+
+def test_calibration_columns_are_case_means_with_their_change_from_fp32(results):
+    def case_rows(run_id, ece, brier):
+        template = results[results["run_id"] == run_id].drop_duplicates("case")
+        return pd.concat(
+            [
+                template.assign(metric="ece_top", value=ece, **{"class": -1}),
+                template.assign(metric="brier_mc", value=brier, **{"class": -1}),
+            ]
+        )
+
+    extra = pd.concat([case_rows("fp", 0.0100, 0.0500), case_rows("q1", 0.0420, 0.0900)])
+    table = make_table(pd.concat([results, extra]), calibration=True)
+    fp32, w8, w4 = (row for _, row in table.iterrows())
+    assert (fp32["ECE (Δ)"], fp32["Brier (Δ)"]) == ("0.0100", "0.0500")
+    assert (w4["ECE (Δ)"], w4["Brier (Δ)"]) == ("0.0420 (+0.0320)", "0.0900 (+0.0400)")
+    assert w8["ECE (Δ)"] == "nan"  # a run without the metric says so
+    assert "ECE (Δ)" not in make_table(pd.concat([results, extra])).columns

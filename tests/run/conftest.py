@@ -75,6 +75,21 @@ class FakeNet(nn.Module):
         return self.head(torch.relu(self.body(x)))
 
 
+def fake_calibration_patches(
+    ds, split="train", n=16, roi_size=(16, 16, 16), seed=0, batch_size=1, with_labels=False
+):
+    """The contract of benchmark.data.calibration_patches on random volumes."""
+    assert split in ("train", "val"), split
+    gen = torch.Generator().manual_seed(seed)
+    images = [
+        torch.randn(batch_size, 1, *roi_size, generator=gen) for _ in range(-(-n // batch_size))
+    ]
+    if not with_labels:
+        return images
+    # the stand-in's classes: bright voxels are the cube, dark ones the bar
+    return [(x, (x > 0.5).long() + 2 * (x < -1.0).long()) for x in images]
+
+
 class Calls:
     """Counters the tests read: how often each expensive step ran."""
 
@@ -101,13 +116,6 @@ def fake_layers(monkeypatch, tmp_path, calls) -> FakeDataset:
         calls.build += 1
         return FakeNet(in_channels, num_classes)
 
-    def calibration_patches(ds, split="train", n=16, roi_size=(16, 16, 16), seed=0, batch_size=1):
-        assert split in ("train", "val"), split
-        gen = torch.Generator().manual_seed(seed)
-        return [
-            torch.randn(batch_size, 1, *roi_size, generator=gen) for _ in range(-(-n // batch_size))
-        ]
-
     real_calibrate, real_load = benchmark.quant.calibrate, benchmark.quant.load_ranges
 
     def calibrate(qmodel, batches: Iterable[torch.Tensor]):
@@ -129,7 +137,9 @@ def fake_layers(monkeypatch, tmp_path, calls) -> FakeDataset:
 
     monkeypatch.setattr(benchmark.infer, "predict_probabilities", counted_predict)
     monkeypatch.setattr(benchmark.data, "open_dataset", lambda cfg: dataset, raising=False)
-    monkeypatch.setattr(benchmark.data, "calibration_patches", calibration_patches, raising=False)
+    monkeypatch.setattr(
+        benchmark.data, "calibration_patches", fake_calibration_patches, raising=False
+    )
     monkeypatch.setattr(benchmark.models, "build_model", build_model, raising=False)
     monkeypatch.setattr(benchmark.models, "load_weights", lambda model, cfg: model, raising=False)
     monkeypatch.setattr(

@@ -25,7 +25,13 @@ from benchmark.errors import error_message, is_expected, run_cli
 from benchmark.models import build_model, load_model_config
 from benchmark.models.stride import input_grid, size_problem
 from benchmark.points.context import spec_bits
-from benchmark.preflight import SweepError, check_input_size, check_point, check_sweep
+from benchmark.preflight import (
+    SweepError,
+    check_input_size,
+    check_point,
+    check_sweep,
+    sweep_jobs,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
@@ -64,7 +70,7 @@ def _cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None):
     "override, says",
     [
         ("+precision.bits=3", "error: invalid config at 'precision.bits': Key 'bits' not in"),
-        ("precision=w3a3", "error: In 'config': Could not find 'precision/w3a3'; Available opt"),
+        ("precision=w3a5", "error: In 'config': Could not find 'precision/w3a5'; Available opt"),
         ("inference.roi_size=[7,7,7]", "error: inference.roi_size=[7, 7, 7] does not fit model="),
     ],
 )
@@ -181,7 +187,7 @@ def test_errors_raised_on_purpose_are_told_from_defects():
 
 def test_hydra_reports_become_one_line():
     with pytest.raises(HydraException) as missing:
-        _compose("precision=w3a3")
+        _compose("precision=w3a5")
     with pytest.raises(HydraException) as unknown:
         _compose("model.foo=1")
     options = error_message(missing.value)
@@ -292,6 +298,23 @@ def test_a_sweep_names_each_point_whose_roi_does_not_fit():
     assert "model=tiny_swinunetr precision=w4a4 granularity=adaptive" in message
     assert "model=tiny_nnunet" not in message
     assert "1x1x1 voxel bottleneck at the total stride [32, 32, 32]" in message
+
+
+def test_the_checked_points_are_the_points_hydra_launches():
+    """A command-line axis replaces the preset's (experiment=smoke model=tiny_nnunet runs 9
+    points, not 18 with tiny_nnunet twice): compared with Hydra's basic sweeper itself."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        overrides = ["experiment=smoke", "model=tiny_nnunet"]
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+        jobs = sweep_jobs(cfg)
+        params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()] + overrides
+        parsed = OverridesParser.create().parse_overrides(params)
+        (launched,) = BasicSweeper.split_arguments(parsed, None)
+    assert sorted(map(sorted, jobs)) == sorted(map(sorted, launched))
+    assert len(jobs) == 9 and all("model=tiny_nnunet" in job for job in jobs)
 
 
 def test_a_folder_that_is_the_model_brings_its_own_patch_size(tmp_path):

@@ -12,7 +12,7 @@ from benchmark.data import open_dataset
 from benchmark.models import build_model, load_model_config, load_weights, shipped_weights_path
 from benchmark.train import validate
 
-SHIPPED = ["tiny_nnunet", "tiny_swinunetr"]
+SHIPPED = ["tiny_nnunet", "tiny_swinunetr", "tiny_stunet", "tiny_unetr", "tiny_medformer"]
 
 
 def _record(name: str) -> dict:

@@ -49,6 +49,9 @@ class Algorithm:
     name: ClassVar[str]
     #: whether the hooks read the batches (then ``calibrate`` keeps them in memory)
     needs_data: ClassVar[bool] = False
+    #: whether the hooks train on labels: given ``(image, label)`` pairs, ``calibrate`` hands
+    #: such an algorithm the pairs and everything else (observers, other methods) the images
+    uses_labels: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         self.options = options

@@ -22,8 +22,7 @@ taken. ``budget`` defaults to the spec's weight bits (the memory of the uniform 
 **Cost**: ``layers x len(bits) x batches`` forward passes (tiny nnU-Net: 26 x 3 x 4).
 
 Options (defaults in :data:`DEFAULTS`, listed in ``conf/algorithm/mixed_precision.yaml``):
-``budget``, ``bits`` (allowed widths: ``"2,4,8"`` or a tuple; a list would make the
-``QuantSpec`` unhashable), ``batches``.
+``budget``, ``bits`` (allowed widths: ``"2,4,8"`` or a list), ``batches``.
 """
 
 from __future__ import annotations

@@ -40,8 +40,9 @@ reports what it cost.
 
 Data: ``calibrate`` hands its batches to the hook. Image tensors give distillation-only QAT;
 ``(image, label)`` pairs (labels ``[B, 1, *roi]``) give Dice + CE as well, through
-:func:`run_qat` on a model whose ranges are calibrated, or through ``calibrate`` where range
-calibration passes the images of such pairs to the observers.
+:func:`run_qat` on a model whose ranges are calibrated, or through ``calibrate``, which passes
+the images of such pairs to the observers and the other methods of a composition (the run
+pipeline calibrates ``qat`` on labelled training patches).
 """
 
 from __future__ import annotations
@@ -153,6 +154,7 @@ class QuantizationAwareTraining(Algorithm):
 
     name = "qat"
     needs_data = True
+    uses_labels = True
 
     def __init__(self, **options: Any) -> None:
         QatOptions.from_mapping(options)  # refuse bad options before any work

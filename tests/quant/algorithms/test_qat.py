@@ -12,7 +12,14 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from benchmark.quant import QuantSpec, calibrate, load_ranges, quantize, save_ranges
+from benchmark.quant import (
+    QuantSpec,
+    calibrate,
+    load_ranges,
+    needs_labels,
+    quantize,
+    save_ranges,
+)
 from benchmark.quant.algorithms.qat import (
     QatOptions,
     _task_loss,
@@ -233,6 +240,28 @@ def test_distillation_only_qat_runs_through_calibrate_and_is_cached(trained, tmp
     assert torch.equal(loaded.body[2].weight_quant.scale, qmodel.body[2].weight_quant.scale)
     with torch.no_grad():
         assert all(torch.equal(loaded(x), qmodel(x)) for x, _ in held)
+
+
+def test_labelled_qat_through_calibrate_is_run_qat_on_image_calibrated_ranges(trained):
+    """Pairs reach the labelled method, images the observers: the same model bit for bit as
+    calibrating on the images and then calling run_qat on the pairs."""
+    model, train, held = trained
+    options = {"epochs": 2, "lr_weights": 1e-3, "lr_quant": 1e-2, "distill_weight": 0.0, **FAST}
+    spec = QuantSpec("w4a4", "per_tensor", algorithm="qat", algorithm_options=options)
+    assert needs_labels(spec) and not needs_labels(QuantSpec("w4a4", algorithm="brecq"))
+    through_calibrate = calibrate(quantize(model, spec), train)
+    plain = QuantSpec("w4a4", "per_tensor")
+    by_hand = run_qat(calibrate(quantize(model, plain), [x for x, _ in train]), train, **options)
+    with torch.no_grad():
+        assert all(torch.equal(through_calibrate(x), by_hand(x)) for x, _ in held)
+    # a method composed with it still gets the images (it would fail on pairs)
+    composed = QuantSpec(
+        "w4a4",
+        "per_tensor",
+        algorithm="bias_correction+qat",
+        algorithm_options={"qat": options},
+    )
+    calibrate(quantize(model, composed), train)
 
 
 class _Interrupt(RuntimeError):
