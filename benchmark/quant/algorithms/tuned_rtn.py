@@ -6,11 +6,11 @@ Inference"): on the tiny nnU-Net at W4A4 per-tensor, searched ranges and an asym
 activation grid lose a few DSC points where min-max ranges lose many. A PTQ method's gain is
 only real against this baseline, so it is an algorithm of its own and a row of every study.
 
-**What it changes**: nothing in the weights. Before ranges are observed every integer weight and static
-activation quantizer switches to the ``mse`` range search (grid search of the clipping ratio that
-minimises the squared quantization error, per scale group), whatever the spec's ``observer`` and
-``weight_observer`` say; the activation grid stays the spec's (asymmetric by default for integer
-grids). Dynamic quantizers have no ranges and are left alone.
+**What it changes**: nothing in the weights. Before ranges are observed every integer weight
+and static activation quantizer switches to the ``mse`` range search (grid search of the
+clipping ratio that minimises the squared quantization error, per scale group), whatever the
+spec's ``observer`` and ``weight_observer`` say; the activation grid stays the spec's
+(asymmetric by default for integer grids). Dynamic quantizers have no ranges and are left alone.
 
 **Cost**: the calibration pass with a 20-point search per activation quantizer and batch (about
 twice a min-max calibration), one search per weight.
