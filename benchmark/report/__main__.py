@@ -1,4 +1,5 @@
-"""``python -m benchmark.report RESULTS [--format md|csv|tex] [--ci] [--calibration] [--published CSV]``.
+"""``python -m benchmark.report RESULTS [--format md|csv|tex] [--ci] [--calibration]
+[--published CSV]``.
 
 RESULTS is a ``results.parquet`` file or a ``results/<experiment>`` folder (its run files are
 collected first when ``results.parquet`` is missing). For the BTCV reproduction
