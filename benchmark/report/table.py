@@ -262,12 +262,13 @@ def make_table(
             "Granularity": lines["granularity"].map(GRANULARITY_NAMES).fillna(lines["granularity"]),
         }
     )
-    for key, title in _varying_axes(lines).items():
+    axes = _varying_axes(lines)
+    for key, title in axes.items():
         table[title] = [
             "–" if p in _FLOAT_ORDER else str(v)
             for p, v in zip(lines["precision"], lines[key], strict=True)
         ]
-    if "algorithm" in _varying_axes(lines) and "calibration_s" in lines.columns:
+    if "algorithm" in axes and "calibration_s" in lines.columns:
         table["Calib. (s)"] = [
             "–" if p in _FLOAT_ORDER or pd.isna(v) else f"{v:.0f}"
             for p, v in zip(lines["precision"], lines["calibration_s"], strict=True)
