@@ -12,6 +12,12 @@ error. The leaf packages never import this module; only the entry points (``__ma
 A ``@hydra.main`` command needs both parts: :func:`run_cli` around the decorated function (for
 config composition errors and Ctrl-C) and :func:`one_line_errors` around the task body, since
 Hydra writes its own "Error executing job" line before re-raising what a task raised.
+
+Ctrl-C is also remembered: Python prints and drops an exception raised inside a fork hook or a
+finaliser ("Exception ignored in ..."), so a Ctrl-C that lands while a worker pool forks would
+otherwise be lost and the command would run on to status 0. :func:`run_cli` records each SIGINT,
+:func:`raise_if_interrupted` re-raises a dropped one at the next job boundary, and a command
+that returns after a dropped Ctrl-C still ends with 130.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +38,7 @@ __all__ = [
     "error_message",
     "is_expected",
     "one_line_errors",
+    "raise_if_interrupted",
     "run_cli",
     "traceback_requested",
 ]
@@ -44,6 +53,7 @@ _DETAIL_LINE = re.compile(
     r"^\s*(full_key|reference_type|object_type|parent_node|child_node)\s*[:=]"
 )
 _HYDRA_NOISE = ("Config search path:", "Set the environment variable HYDRA_FULL_ERROR")
+_sigint_seen = threading.Event()
 
 
 def _truthy(value: str | None) -> bool:
@@ -142,6 +152,37 @@ def one_line_errors() -> Iterator[None]:
         raise SystemExit(f"error: {error_message(exc)}") from exc
 
 
+def _record_sigint(signum: int, frame: Any) -> None:
+    """Python's own Ctrl-C behaviour, remembered in case the exception is dropped."""
+    _sigint_seen.set()
+    raise KeyboardInterrupt
+
+
+def raise_if_interrupted() -> None:
+    """Raise the Ctrl-C that arrived where Python could not raise it (see the module doc).
+
+    Raises:
+        KeyboardInterrupt: when SIGINT arrived since :func:`run_cli` started.
+    """
+    if _sigint_seen.is_set():
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigint_recorded() -> Iterator[None]:
+    """Record SIGINT while the block runs, if Ctrl-C is Python's default here."""
+    _sigint_seen.clear()
+    in_main = threading.current_thread() is threading.main_thread()
+    if not in_main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, _record_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_cli(main: Callable[[], Any], interrupted: str = "interrupted") -> int:
     """Call an entry point's ``main`` and return the process exit status.
 
@@ -159,7 +200,9 @@ def run_cli(main: Callable[[], Any], interrupted: str = "interrupted") -> int:
     previous = os.environ.get(_HYDRA_ENV)
     os.environ[_HYDRA_ENV] = "1"  # Hydra then re-raises instead of printing its own report
     try:
-        status = main()
+        with _sigint_recorded():
+            status = main()
+            raise_if_interrupted()
     except KeyboardInterrupt:
         if show:
             raise

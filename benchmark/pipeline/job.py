@@ -28,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark.errors import error_message, traceback_requested
+from benchmark.errors import error_message, raise_if_interrupted, traceback_requested
 from benchmark.pipeline.summary import summary_for_run
 from benchmark.points import cache
 from benchmark.points.context import RunContext, point_columns
@@ -189,6 +189,7 @@ def run_job(
         write_json(status_path, status)
     _catch_sigterm(guard)
     try:
+        raise_if_interrupted()  # a Ctrl-C that an earlier job's fork hook dropped
         point = make_point()
         context = RunContext.start(point)
         status.update(

@@ -24,6 +24,7 @@ from benchmark.deploy.layer_policy import parse_policy
 from benchmark.errors import error_message, is_expected, run_cli
 from benchmark.models import build_model, load_model_config
 from benchmark.models.stride import input_grid, size_problem
+from benchmark.pipeline.job import STATUS_FILE, run_job
 from benchmark.points.context import spec_bits
 from benchmark.preflight import (
     SweepError,
@@ -156,6 +157,35 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     assert process.returncode == 130, err
     assert "Traceback" not in out + err and "KeyboardInterrupt" not in err
     assert err.splitlines()[-1].startswith("interrupted: finished runs are kept")
+
+
+class _CtrlCWhileCollected:
+    """Ctrl-C raised inside ``__del__``, where Python prints and drops every exception (as in
+    the fork hooks of a worker pool)."""
+
+    def __del__(self):
+        signal.raise_signal(signal.SIGINT)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_ctrl_c_python_dropped_still_ends_the_command_with_130(tmp_path, capsys):
+    steps = []
+
+    def main():
+        _CtrlCWhileCollected()  # collected at once: its KeyboardInterrupt is dropped
+        steps.append("went on")
+
+    assert run_cli(main) == 130
+    assert steps == ["went on"] and capsys.readouterr().err.strip() == "interrupted"
+
+    def sweep():
+        _CtrlCWhileCollected()
+        return run_job(lambda: steps.append("next job built"), {}, output_dir=tmp_path)
+
+    assert run_cli(sweep) == 130
+    assert steps == ["went on"]  # the next job stopped before building its point
+    assert json.loads((tmp_path / STATUS_FILE).read_text())["status"] == "interrupted"
+    assert run_cli(lambda: 0) == 0  # the next command starts without the old Ctrl-C
 
 
 @pytest.mark.parametrize("command", ["benchmark.report", "benchmark.plots"])

@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,8 @@ SETUP = Path(__file__).resolve().parent / "slurm" / "setup_slurm.sh"
 CLUSTER = "medqbench"  # ClusterName in the slurm.conf that SETUP writes
 TIMEOUT_MIN = 10  # Slurm's time limit of each job
 SWEEP_TIMEOUT_S = 300  # the sweep takes 25-45 s on 2 cores
+STATE_WAIT_S = 60  # for Slurm to record a task's end after submitit has its result
+UNSETTLED = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING"}
 # metrics bounded to [0, 1] and finite whatever the network predicts; hd95 is inf for a class
 # that one side leaves empty, and dsc_fp32 is undefined where both sides are empty
 UNIT_METRICS = ["dsc", "nsd", "ece", "brier"]
@@ -77,16 +80,25 @@ def partition() -> str:
 
 
 def _array_tasks(submitit_dir: Path) -> tuple[str, dict[str, dict[str, str]]]:
-    """The sweep's array job id and ``scontrol`` fields of each of its tasks, by task id."""
+    """The sweep's array job id and ``scontrol`` fields of each of its tasks, by task id.
+
+    submitit returns once a task's result file is written, while Slurm may still list that task
+    ``RUNNING`` (its batch script is exiting) or ``COMPLETING``; this waits for a final state.
+    """
     (array_id,) = [p.name for p in submitit_dir.iterdir() if p.name.isdigit()]
-    shown = subprocess.run(
-        ["scontrol", "-o", "show", "job", array_id], capture_output=True, text=True, check=True
-    ).stdout
-    tasks = {}
-    for line in shown.splitlines():
-        fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
-        tasks[fields["ArrayTaskId"]] = fields
-    return array_id, tasks
+    deadline = time.monotonic() + STATE_WAIT_S
+    while True:
+        shown = subprocess.run(
+            ["scontrol", "-o", "show", "job", array_id], capture_output=True, text=True, check=True
+        ).stdout
+        tasks = {}
+        for line in shown.splitlines():
+            fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+            tasks[fields["ArrayTaskId"]] = fields
+        settled = all(f["JobState"] not in UNSETTLED for f in tasks.values())
+        if settled or time.monotonic() > deadline:
+            return array_id, tasks
+        time.sleep(1)
 
 
 def test_submitit_slurm_sweep_runs_as_a_job_array(tmp_path, partition):
