@@ -15,7 +15,8 @@ backend                runtime    what runs
 ``openvino_fp32``      OpenVINO   the ONNX export on OpenVINO's CPU plugin
 ``openvino_bf16``      OpenVINO   the same with ``INFERENCE_PRECISION_HINT=bf16`` (CPUs with BF16)
 ``openvino_int8``      OpenVINO   the QDQ model (layer policy measured on OpenVINO)
-``torch_x86_int8``     PyTorch    eager-mode x86 INT8 ``Conv3d`` (:mod:`.torch_int8`)
+``torch_x86_int8``     PyTorch    x86 INT8 ``Conv3d`` from static PTQ (:mod:`.torch_int8`)
+``torch_x86_int8_qat`` PyTorch    the same after PyTorch's QAT flow (``deploy.torch_qat_*``)
 ``ort_cuda_fp16``      ORT CUDA   FP16 ONNX model on the CUDA execution provider
 ``ort_cuda_int8``      ORT CUDA   the QDQ model (policy ``all``) on the CUDA execution provider
 ``ort_tensorrt_int8``  ORT TRT    the QDQ model (policy ``all``) on the TensorRT provider
@@ -92,6 +93,7 @@ BACKENDS: dict[str, Backend] = {
         Backend("openvino_bf16", "openvino", "bf16", "fp32_onnx"),
         Backend("openvino_int8", "openvino", "int8", "qdq_onnx", cost_runtime="openvino"),
         Backend("torch_x86_int8", "torch", "int8", "torch_int8", cost_runtime="torch"),
+        Backend("torch_x86_int8_qat", "torch", "int8", "torch_int8", cost_runtime="torch"),
         Backend("ort_int8_own_scales", "ort", "int8", "qdq_own_onnx", _CPU),
         Backend("openvino_int8_own_scales", "openvino", "int8", "qdq_own_onnx"),
         Backend(

@@ -39,7 +39,7 @@ from benchmark.deploy.ort_quant import (
     resolve_reduce_range,
 )
 from benchmark.deploy.qdq_export import QDQExportError, export_qdq
-from benchmark.deploy.torch_int8 import quantize_convs, torch_conv_layers
+from benchmark.deploy.torch_int8 import TorchQat, quantize_convs, torch_conv_layers
 from benchmark.points.cache import cache_root
 from benchmark.quant import calibrate, quantize
 
@@ -261,9 +261,16 @@ def _int8_variant(
             else LayerChoice(c.layer, c.shape, False, "float: no torch x86 INT8 ConvTranspose3d")
             for c in choices
         ]
-        qmodel = quantize_convs(run.model, run.batches, keep_float=float_layers(choices))
+        d = run.deploy
+        qat = TorchQat(d.torch_qat_steps, d.torch_qat_lr) if name.endswith("_qat") else None
+        qmodel = quantize_convs(run.model, run.batches, float_layers(choices), qat)
+        how = (
+            f"QAT flow, {qat.steps} distillation steps at lr {qat.lr:g}"
+            if qat
+            else "static PTQ, histogram activation ranges"
+        )
         note = (
-            f"torch {torch.__version__} x86 eager INT8 Conv3d (MinMax, reduce_range); layer "
+            f"torch {torch.__version__} x86 INT8 Conv3d ({qmodel.int8_flow} mode, {how}); layer "
             f"policy {policy}: {sum(c.int8 for c in choices)} of {len(choices)} convolutions INT8"
         )
         return Variant(name, policy, qmodel, _state_dict_mb(qmodel), choices, note)

@@ -55,6 +55,11 @@ def check_deploy(d: DeployConfig) -> DeployConfig:
             f"deploy.tolerance_rel={d.tolerance_rel} and deploy.per_class_worst_drop="
             f"{d.per_class_worst_drop} are fractions in [0, 1) (0.01 = 1 %)"
         )
+    if d.torch_qat_steps < 1 or d.torch_qat_lr <= 0:
+        raise ValueError(
+            f"deploy.torch_qat_steps={d.torch_qat_steps} must be >= 1 and deploy.torch_qat_lr="
+            f"{d.torch_qat_lr} > 0 (the fine-tuning of torch_x86_int8_qat)"
+        )
     if d.cases is not None and d.cases < 1:
         raise ValueError(f"deploy.cases={d.cases} must be >= 1 or null (all test cases)")
     return d

@@ -19,6 +19,13 @@ PT2E (``torch.export`` + ``X86InductorQuantizer``) is not used: with torch 2.13 
 (MONAI's SwinUNETR pads by input shape) fall back to eager mode with the same observers and
 kernels; ``qmodel.int8_flow`` says which ran (``fx`` or ``eager``). Neither imports
 torchvision or timm.
+
+QAT through the same flow (backend ``torch_x86_int8_qat``, :class:`TorchQat`): the x86 QAT
+configuration (``get_default_qat_qconfig``: moving-average min/max fake quantizers, per-channel
+symmetric weights) from ``prepare_qat_fx`` (or eager ``prepare_qat``), ranges first observed on
+the calibration patches, weights then fine-tuned by distillation from the FP32 logits (the
+patches carry no labels here), the ranges frozen half-way as PyTorch's QAT recipe does, then
+the same conversion to integer kernels.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import contextlib
 import copy
 import warnings
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -36,11 +44,13 @@ from torch import nn
 from benchmark.deploy.latency import torch_threads
 from benchmark.deploy.layer_policy import ConvShape
 from benchmark.deploy.ort_quant import needs_reduce_range
+from benchmark.quant.algorithms.qat import distillation_loss
 
 __all__ = [
     "unavailable_reason",
     "torch_conv_layers",
     "quantize_convs",
+    "TorchQat",
     "TorchPredictor",
     "op_counts",
     "ENGINE",
@@ -115,37 +125,46 @@ def torch_conv_layers(model: nn.Module, example: torch.Tensor) -> dict[str, Conv
     return shapes
 
 
-def _qconfig():
-    """The ``x86`` backend's default configuration, 7-bit activations only without VNNI."""
-    from torch.ao.quantization import HistogramObserver, QConfig, get_default_qconfig
+def _qconfig(qat: bool):
+    """The ``x86`` backend's default configuration (QAT: its fake-quant one), 7-bit
+    activations only without VNNI."""
+    from torch.ao.quantization import (
+        HistogramObserver,
+        QConfig,
+        get_default_qat_qconfig,
+        get_default_qconfig,
+    )
 
+    reduce = needs_reduce_range()
+    if qat:
+        default = get_default_qat_qconfig(ENGINE)
+        return QConfig(
+            activation=default.activation.with_args(reduce_range=reduce), weight=default.weight
+        )
     default = get_default_qconfig(ENGINE)
     return QConfig(
-        activation=HistogramObserver.with_args(reduce_range=needs_reduce_range()),
-        weight=default.weight,
+        activation=HistogramObserver.with_args(reduce_range=reduce), weight=default.weight
     )
 
 
-def _quantize_fx(model: nn.Module, batches: list[torch.Tensor], keep: set[str]) -> nn.Module:
-    """FX graph mode: observers per the qconfig on the ``Conv3d`` layers, then conversion."""
+def _prepare_fx(model: nn.Module, example: torch.Tensor, keep: set[str], qat: bool) -> nn.Module:
+    """FX graph mode: observers (QAT: fake quantizers) per the qconfig on the ``Conv3d`` layers."""
     from torch.ao.quantization import QConfigMapping
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+    from torch.ao.quantization.quantize_fx import prepare_fx, prepare_qat_fx
 
-    mapping = QConfigMapping().set_global(None).set_object_type(nn.Conv3d, _qconfig())
+    mapping = QConfigMapping().set_global(None).set_object_type(nn.Conv3d, _qconfig(qat))
     for name in keep:
         mapping = mapping.set_module_name(name, None)
-    prepared = prepare_fx(copy.deepcopy(model).eval(), mapping, example_inputs=(batches[0],))
-    for batch in batches:
-        prepared(batch)
-    return convert_fx(prepared)
+    prepare = prepare_qat_fx if qat else prepare_fx
+    return prepare(copy.deepcopy(model).train(qat), mapping, example_inputs=(example,))
 
 
-def _quantize_eager(model: nn.Module, batches: list[torch.Tensor], keep: set[str]) -> nn.Module:
+def _prepare_eager(model: nn.Module, keep: set[str], qat: bool) -> nn.Module:
     """Eager mode: each chosen ``Conv3d`` wrapped in quantize -> conv -> dequantize."""
-    from torch.ao.quantization import convert, prepare
+    from torch.ao.quantization import prepare, prepare_qat
 
-    qmodel = copy.deepcopy(model).eval()
-    qconfig = _qconfig()
+    qmodel = copy.deepcopy(model).train(qat)
+    qconfig = _qconfig(qat)
     targets = {
         id(m): m
         for name, m in qmodel.named_modules()
@@ -160,37 +179,84 @@ def _quantize_eager(model: nn.Module, batches: list[torch.Tensor], keep: set[str
         for child_name, child in list(parent.named_children()):
             if id(child) in wrappers and not isinstance(parent, _QuantizedConv):
                 setattr(parent, child_name, wrappers[id(child)])
-    prepare(qmodel, inplace=True)
-    for batch in batches:
-        qmodel(batch)
-    convert(qmodel, inplace=True)
-    return qmodel
+    if qat:
+        return prepare_qat(qmodel, inplace=True)
+    return prepare(qmodel, inplace=True)
 
 
-@torch.no_grad()
+@dataclass(frozen=True)
+class TorchQat:
+    """Fine-tuning of PyTorch's QAT flow: ``steps`` Adam steps on the weights, one calibration
+    batch each (in turn), against the FP32 model's logits (per-voxel KL, as the fake-quant
+    engine's ``qat`` distils); the moving-average ranges are frozen for the last half."""
+
+    steps: int
+    lr: float
+
+
+def _finetune(prepared: nn.Module, model: nn.Module, batches: list[torch.Tensor], qat: TorchQat):
+    """Distil the FP32 ``model`` into the fake-quantized ``prepared`` one (see :class:`TorchQat`)."""
+    from torch.ao.quantization import disable_observer
+
+    # the modules stay in eval mode: InstanceNorm and dropout behave as at inference, and the
+    # fake quantizers observe and round whatever the mode
+    prepared.eval()
+    weights = [p for p in prepared.parameters() if p.requires_grad]
+    optimiser = torch.optim.Adam(weights, lr=qat.lr)
+    for step in range(qat.steps):
+        if step == qat.steps // 2:
+            prepared.apply(disable_observer)
+        batch = batches[step % len(batches)]
+        with torch.no_grad():
+            teacher = _logits(model(batch))
+        loss = distillation_loss(_logits(prepared(batch)), teacher)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+
+
+def _logits(output: object) -> torch.Tensor:
+    return output[0] if isinstance(output, (list, tuple)) else output
+
+
 def quantize_convs(
-    model: nn.Module, batches: Iterable[torch.Tensor], keep_float: Iterable[str] = ()
+    model: nn.Module,
+    batches: Iterable[torch.Tensor],
+    keep_float: Iterable[str] = (),
+    qat: TorchQat | None = None,
 ) -> nn.Module:
     """A copy of ``model`` whose ``Conv3d`` layers (except ``keep_float``) run in x86 INT8.
 
     Args:
         model: float network in eval mode (left untouched).
-        batches: calibration inputs ``[B, C, *roi]``.
+        batches: calibration inputs ``[B, C, *roi]`` (training patches).
         keep_float: module names of convolutions to leave in float (a layer policy's choice).
+        qat: fine-tune through PyTorch's QAT flow before conversion (None: static PTQ).
 
     Returns:
-        The quantized module, with ``int8_flow`` set to ``fx`` or ``eager``.
+        The quantized module, with ``int8_flow`` set to ``fx`` or ``eager`` (``+qat`` after
+        fine-tuning).
     """
-    keep = set(keep_float)
+    keep, training = set(keep_float), qat is not None and qat.steps > 0
     batches = [torch.as_tensor(b, dtype=torch.float32) for b in batches]
     if not batches:
         raise ValueError("quantize_convs needs at least one calibration batch; got none")
+    from torch.ao.quantization import convert
+    from torch.ao.quantization.quantize_fx import convert_fx
+
     with _engine():
         try:
-            qmodel, flow = _quantize_fx(model, batches, keep), "fx"
+            prepared, flow = _prepare_fx(model, batches[0], keep, training), "fx"
         except Exception:  # symbolic tracing failed (shape-dependent Python in the forward)
-            qmodel, flow = _quantize_eager(model, batches, keep), "eager"
-    qmodel.int8_flow = flow
+            prepared, flow = _prepare_eager(model, keep, training), "eager"
+        with torch.no_grad():
+            for batch in batches:
+                prepared.eval()(batch)
+        if training:
+            _finetune(prepared, model, batches, qat)
+        prepared.eval()
+        qmodel = convert_fx(prepared) if flow == "fx" else convert(prepared, inplace=True)
+    qmodel.int8_flow = flow + ("+qat" if training else "")
     return qmodel.eval()
 
 

@@ -73,6 +73,9 @@ class DeployConfig:
             ``evaluation.max_cases``, i.e. the whole split when that is ``None`` too); the NSD
             tolerance is ``evaluation.tolerance_mm``, as in the evaluation runs.
         work_dir: where ONNX files and the operator report go (``None`` = next to the results).
+        torch_qat_steps: fine-tuning steps of ``torch_x86_int8_qat`` (PyTorch's QAT flow),
+            one calibration batch each, distilled from the FP32 logits.
+        torch_qat_lr: Adam learning rate of those steps.
     """
 
     backends: list[str] = MISSING
@@ -102,3 +105,5 @@ class DeployConfig:
     selector_max_disagreement: float = MISSING
     cases: int | None = MISSING
     work_dir: str | None = MISSING
+    torch_qat_steps: int = MISSING
+    torch_qat_lr: float = MISSING

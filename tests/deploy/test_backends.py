@@ -120,4 +120,8 @@ def test_config_requires_the_reference_and_known_policies():
         _deploy(layer_policy="fastest")
     with pytest.raises(ValueError, match="reduce_range"):
         _deploy(reduce_range="maybe")
+    with pytest.raises(ValueError, match="torch_qat_steps=0"):
+        _deploy(torch_qat_steps=0)
+    with pytest.raises(ValueError, match="torch_qat_lr=-0.1"):
+        _deploy(torch_qat_lr=-0.1)
     assert _deploy(compare_policies=["all", "min_channels:8"]).layer_policy == "latency_aware"

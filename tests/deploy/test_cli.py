@@ -69,6 +69,7 @@ def test_deploy_smoke_writes_tidy_rows_summary_and_readiness_report(tmp_path):
         "openvino_fp32",
         "openvino_int8",
         "torch_x86_int8",
+        "torch_x86_int8_qat",
         "ort_int8_own_scales",
         "openvino_int8_own_scales",
     } <= backends
@@ -117,7 +118,13 @@ def test_deploy_smoke_writes_tidy_rows_summary_and_readiness_report(tmp_path):
     run_id = rows["run_id"].iloc[0]
     work = results / "deploy_smoke" / "runs" / f"{run_id}_deploy"
     gate = json.loads((work / "gate.json").read_text())
-    assert set(gate) >= {"ort_int8_static", "openvino_int8", "torch_x86_int8", "openvino_fp32"}
+    assert set(gate) >= {
+        "ort_int8_static",
+        "openvino_int8",
+        "torch_x86_int8",
+        "torch_x86_int8_qat",
+        "openvino_fp32",
+    }
     assert (work / "ops.csv").is_file() and (work / "int8_static_0.onnx").is_file()
 
     again = _run("benchmark.deploy", tmp_path, *overrides, f"hydra.sweep.dir={tmp_path / 'h2'}")

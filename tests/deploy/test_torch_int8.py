@@ -1,4 +1,5 @@
-"""PyTorch x86 INT8: FX graph mode with the x86 observers, real quantized kernels, eager fallback."""
+"""PyTorch x86 INT8: FX graph mode with the x86 observers, real quantized kernels, eager fallback,
+and the same through PyTorch's QAT flow."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from torch.ao.nn import quantized as nnq
 from torch.ao.quantization import HistogramObserver, MinMaxObserver
 
 from benchmark.deploy.ort_quant import needs_reduce_range
-from benchmark.deploy.torch_int8 import TorchPredictor, op_counts, quantize_convs
+from benchmark.deploy.torch_int8 import TorchPredictor, TorchQat, op_counts, quantize_convs
+from benchmark.quant.algorithms.qat import distillation_loss
 
 
 def _input_qparams(qmodel: nn.Module) -> tuple[float, int]:
@@ -68,3 +70,39 @@ def test_untraceable_networks_fall_back_to_eager_mode(calibration_batches, test_
     out = TorchPredictor(qmodel, threads=1)(test_inputs.numpy())
     ref = model(test_inputs).detach().numpy()
     assert np.abs(out - ref).max() < 0.05 * np.abs(ref).max()
+
+
+def _int8_distillation(qmodel: nn.Module, model: nn.Module, x: torch.Tensor) -> float:
+    """Per-voxel KL of the INT8 model's class probabilities from the FP32 model's."""
+    out = torch.from_numpy(TorchPredictor(qmodel, threads=1)(x.numpy()))
+    return float(distillation_loss(out, model(x).detach()))
+
+
+def test_the_qat_flow_fine_tunes_towards_fp32_then_runs_integer_kernels(
+    tiny_unet, calibration_batches
+):
+    patches = torch.cat(calibration_batches)
+    # the same flow and ranges, with weights that (practically) do not move
+    frozen = quantize_convs(tiny_unet, calibration_batches, qat=TorchQat(32, 1e-12))
+    tuned = quantize_convs(tiny_unet, calibration_batches, qat=TorchQat(32, 1e-3))
+    assert tuned.int8_flow == frozen.int8_flow == "fx+qat"
+    counts = op_counts(tuned).set_index("op_type")["count"]
+    assert counts["Conv3d:int8"] == 3 and counts["ConvTranspose3d"] == 1
+    assert _int8_distillation(tuned, tiny_unet, patches) < _int8_distillation(
+        frozen, tiny_unet, patches
+    )
+    assert all(p.grad is None for p in tiny_unet.parameters())  # the FP32 model is not trained
+    static = quantize_convs(tiny_unet, calibration_batches, qat=TorchQat(0, 1e-3))
+    assert static.int8_flow == "fx"  # no steps: static PTQ
+
+
+def test_the_qat_flow_falls_back_to_eager_mode_too(calibration_batches, test_inputs):
+    torch.manual_seed(0)
+    model = _ShapeDependent().eval()
+    qmodel = quantize_convs(model, calibration_batches, qat=TorchQat(4, 1e-4))
+    assert qmodel.int8_flow == "eager+qat"
+    assert op_counts(qmodel).set_index("op_type")["count"]["Conv3d:int8"] == 2
+    out = TorchPredictor(qmodel, threads=1)(test_inputs.numpy())
+    ref = model(test_inputs).detach().numpy()
+    # moving-average ranges clip the test inputs' rarest values: bound the mean error
+    assert np.abs(out - ref).mean() < 0.05 * np.abs(ref).mean()
