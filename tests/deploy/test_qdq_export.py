@@ -237,3 +237,32 @@ def test_tiny_nnunet_signed_grid_in_onnx_runtime_and_its_integer_path(nnunet, ph
     assert counts.get("QLinearConv", 0) == 19
     out = run_session(make_session(integer.path, threads=1), x.numpy())
     assert _agreement(out, fake) >= 0.995  # measured 0.99852
+
+
+@pytest.mark.slow
+def test_four_bit_weights_run_as_float_convolutions_in_both_runtimes(nnunet, phantom, tmp_path):
+    """INT4 in the runtimes at hand: ONNX ``int4`` weights (opset 21) are stored packed, but
+    neither runtime has a 4-bit convolution kernel: ONNX Runtime dequantizes them into its
+    float ``Conv`` (``QLinearConv`` takes 8-bit operands only) and OpenVINO decompresses them
+    into ``Convolution:F32`` (its 4-bit weight compression serves MatMul layers). So a W4A8
+    model deploys with W4 storage and float arithmetic, and must still compute the fake-quant
+    model's function."""
+    calib, x = phantom
+    qmodel = _calibrated(
+        nnunet, QuantSpec("w4a8", "per_channel_weights", act_mapping="asymmetric"), calib
+    )
+    fake = _fake_quant(qmodel, x)
+    report = export_qdq(qmodel, calib[0], tmp_path / "w4.onnx")
+    assert report.opset == 21 and {r.weight_dtype for r in report.layers if r.status == "qdq"} == {
+        "int4"
+    }
+    counts = optimized_op_counts(report.path).set_index("op_type")["count"]
+    assert counts.get("QLinearConv", 0) == 0 and counts["Conv"] == 19
+    out = run_session(make_session(report.path, threads=1), x.numpy())
+    assert _agreement(out, fake) >= 0.995  # measured 0.99967
+    if unavailable_reason("int8") is not None:
+        pytest.skip(unavailable_reason("int8"))
+    ov_out, predictor = _openvino(report.path, x.numpy())
+    ov_counts = op_counts(predictor).set_index("op_type")["count"]
+    assert ov_counts.get("Convolution:F32", 0) == 19 and ov_counts.get("Convolution:U8", 0) == 0
+    assert _agreement(ov_out, fake) >= 0.995  # measured 0.99961
