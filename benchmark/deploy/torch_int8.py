@@ -200,7 +200,6 @@ def _finetune(prepared: nn.Module, model: nn.Module, batches: list[torch.Tensor]
 
     # the modules stay in eval mode: InstanceNorm and dropout behave as at inference, and the
     # fake quantizers observe and round whatever the mode
-    prepared.eval()
     weights = [p for p in prepared.parameters() if p.requires_grad]
     optimiser = torch.optim.Adam(weights, lr=qat.lr)
     for step in range(qat.steps):
@@ -249,9 +248,10 @@ def quantize_convs(
             prepared, flow = _prepare_fx(model, batches[0], keep, training), "fx"
         except Exception:  # symbolic tracing failed (shape-dependent Python in the forward)
             prepared, flow = _prepare_eager(model, keep, training), "eager"
-        with torch.no_grad():
+        prepared.eval()
+        with torch.no_grad():  # ranges observed on the patches (QAT: the starting ranges)
             for batch in batches:
-                prepared.eval()(batch)
+                prepared(batch)
         if training:
             _finetune(prepared, model, batches, qat)
         prepared.eval()
