@@ -146,6 +146,29 @@ def _complete(rows: pd.DataFrame, context: RunContext) -> pd.DataFrame:
     return rows
 
 
+def _run_task(
+    task: Task, context: RunContext, output_dir: str | None, start: float
+) -> pd.DataFrame:
+    """Run the task and write its rows and run record; the rows file is written last, so a
+    run counts as done (:func:`~benchmark.results.run_done`) only once everything is there."""
+    point = context.point
+    rows = _complete(task(context), context)
+    record = {
+        **context.provenance,
+        "run_id": context.run_id,
+        "config_hash": context.config_hash,
+        "spec": point.spec.to_dict(),
+        "output_dir": output_dir,
+        "wall_s": time.perf_counter() - start,
+    }
+    for key in ("calibration_s", "inference_s", "scoring_s"):
+        if key in rows.columns and len(rows):
+            record[key] = float(rows[key].iloc[0])
+    write_run_record(context.experiment_dir, context.run_id, point.resolved_yaml, record)
+    write_run_rows(rows, context.experiment_dir, context.run_id)
+    return rows
+
+
 def run_job(
     make_point: Callable[[], Any],
     tasks: Mapping[str, Task],
@@ -206,22 +229,7 @@ def run_job(
                 status["status"] = "skipped"
                 log.info("skipped %s: %s exists (same config hash)", context.run_id, rows_path)
             else:
-                rows = _complete(tasks[point.task](context), context)
-                record = {
-                    **context.provenance,
-                    "run_id": context.run_id,
-                    "config_hash": context.config_hash,
-                    "spec": point.spec.to_dict(),
-                    "output_dir": status["output_dir"],
-                    "wall_s": time.perf_counter() - start,
-                }
-                for key in ("calibration_s", "inference_s", "scoring_s"):
-                    if key in rows.columns and len(rows):
-                        record[key] = float(rows[key].iloc[0])
-                write_run_record(
-                    context.experiment_dir, context.run_id, point.resolved_yaml, record
-                )
-                write_run_rows(rows, context.experiment_dir, context.run_id)
+                rows = _run_task(tasks[point.task], context, status["output_dir"], start)
                 status.update(status="ok", rows=len(rows))
                 log.info("%s: %d rows -> %s", context.run_id, len(rows), rows_path)
     except Exception as exc:
