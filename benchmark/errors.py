@@ -13,11 +13,12 @@ A ``@hydra.main`` command needs both parts: :func:`run_cli` around the decorated
 config composition errors and Ctrl-C) and :func:`one_line_errors` around the task body, since
 Hydra writes its own "Error executing job" line before re-raising what a task raised.
 
-Ctrl-C is also remembered: Python prints and drops an exception raised inside a fork hook or a
-finaliser ("Exception ignored in ..."), so a Ctrl-C that lands while a worker pool forks would
-otherwise be lost and the command would run on to status 0. :func:`run_cli` records each SIGINT,
-:func:`raise_if_interrupted` re-raises a dropped one at the next job boundary, and a command
-that returns after a dropped Ctrl-C still ends with 130.
+Ctrl-C is also remembered: Python drops an exception raised inside a fork hook or a finaliser
+and prints it with its traceback ("Exception ignored in ..."), so a Ctrl-C that lands while a
+worker pool forks would otherwise be lost behind a traceback and the command would run on to
+status 0. :func:`run_cli` records each SIGINT and keeps a dropped one quiet
+(``sys.unraisablehook``), :func:`raise_if_interrupted` re-raises it at the next job boundary,
+and a command that returns after a dropped Ctrl-C still ends with 130.
 """
 
 from __future__ import annotations
@@ -168,6 +169,18 @@ def raise_if_interrupted() -> None:
         raise KeyboardInterrupt
 
 
+def _quiet_dropped_ctrl_c(report_others: Callable[[Any], None]) -> Callable[[Any], None]:
+    """An unraisable-exception hook that keeps a dropped Ctrl-C quiet, and reports the rest."""
+
+    def hook(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            _sigint_seen.set()
+            return
+        report_others(unraisable)
+
+    return hook
+
+
 @contextlib.contextmanager
 def _sigint_recorded() -> Iterator[None]:
     """Record SIGINT while the block runs, if Ctrl-C is Python's default here."""
@@ -176,11 +189,13 @@ def _sigint_recorded() -> Iterator[None]:
     if not in_main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield
         return
-    previous = signal.signal(signal.SIGINT, _record_sigint)
+    previous, unraisable = signal.signal(signal.SIGINT, _record_sigint), sys.unraisablehook
+    sys.unraisablehook = _quiet_dropped_ctrl_c(unraisable)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        sys.unraisablehook = unraisable
 
 
 def run_cli(main: Callable[[], Any], interrupted: str = "interrupted") -> int:
