@@ -214,9 +214,9 @@ def run_lines(
             lines[f"{metric}_delta_ci_high"] = [b[1] for b in bounds]
     if calibration:
         rows = results[results["metric"].isin(list(_CALIBRATION_METRICS))]
-        means = rows.groupby(["run_id", "metric"])["value"].mean().unstack()
+        per_run = rows.groupby(["run_id", "metric"])["value"].mean().unstack()
         for metric in _CALIBRATION_METRICS:
-            column = means[metric] if metric in means.columns else pd.Series(dtype=float)
+            column = per_run[metric] if metric in per_run.columns else pd.Series(dtype=float)
             lines[metric] = lines["run_id"].map(column)
             delta = lines[metric] - lines["baseline_run_id"].map(column)
             lines[f"{metric}_delta"] = np.where(lines["precision"] == "fp32", math.nan, delta)
