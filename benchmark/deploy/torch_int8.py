@@ -215,6 +215,7 @@ def _finetune(prepared: nn.Module, model: nn.Module, batches: list[torch.Tensor]
 
 
 def _logits(output: object) -> torch.Tensor:
+    """The full-resolution output (the first of a deep-supervision list)."""
     return output[0] if isinstance(output, (list, tuple)) else output
 
 
@@ -272,8 +273,7 @@ class TorchPredictor:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         with _engine(), torch_threads(self.threads):
             out = self.model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
-        out = out[0] if isinstance(out, (list, tuple)) else out
-        return out.float().numpy()
+        return _logits(out).float().numpy()
 
 
 def op_counts(qmodel: nn.Module, used: Iterable[str] | None = None) -> pd.DataFrame:
