@@ -44,6 +44,7 @@ import benchmark.deploy.openvino_backend as openvino_backend
 import benchmark.deploy.torch_int8 as torch_int8
 from benchmark.deploy.latency import torch_threads
 from benchmark.deploy.session import OrtPredictor
+from benchmark.models import full_resolution_logits
 
 __all__ = ["Backend", "BACKENDS", "unavailable_reason", "load_predictor", "TorchDevicePredictor"]
 
@@ -155,8 +156,8 @@ class TorchDevicePredictor:
 
     @torch.no_grad()
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        out = self.model(torch.from_numpy(np.asarray(x, np.float32)).to(self.device, self.dtype))
-        out = out[0] if isinstance(out, (list, tuple)) else out
+        x = torch.from_numpy(np.asarray(x, np.float32)).to(self.device, self.dtype)
+        out = full_resolution_logits(self.model(x))
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
         return out.float().cpu().numpy()
@@ -174,7 +175,7 @@ class _ThreadedTorch:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         with torch_threads(self.threads):
             out = self.model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
-        out = out[0] if isinstance(out, (list, tuple)) else out
+        out = full_resolution_logits(out)
         return out.float().numpy()
 
 

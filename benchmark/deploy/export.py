@@ -22,7 +22,12 @@ import torch
 from torch import nn
 
 from benchmark.deploy.session import make_session, run_session
-from benchmark.models import build_model, load_model_config, load_weights
+from benchmark.models import (
+    build_model,
+    full_resolution_logits,
+    load_model_config,
+    load_weights,
+)
 
 __all__ = [
     "ExportCheck",
@@ -84,8 +89,7 @@ class _SingleOutput(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.net(x)
-        return out[0] if isinstance(out, (list, tuple)) else out
+        return full_resolution_logits(self.net(x))
 
 
 def export_onnx(

@@ -44,6 +44,7 @@ from torch import nn
 from benchmark.deploy.latency import torch_threads
 from benchmark.deploy.layer_policy import ConvShape
 from benchmark.deploy.ort_quant import needs_reduce_range
+from benchmark.models import full_resolution_logits
 from benchmark.quant.algorithms.qat import distillation_loss
 
 __all__ = [
@@ -202,21 +203,19 @@ def _finetune(prepared: nn.Module, model: nn.Module, batches: list[torch.Tensor]
     # fake quantizers observe and round whatever the mode
     weights = [p for p in prepared.parameters() if p.requires_grad]
     optimiser = torch.optim.Adam(weights, lr=qat.lr)
+    teachers: dict[int, torch.Tensor] = {}  # the FP32 logits of each batch, computed once
     for step in range(qat.steps):
         if step == qat.steps // 2:
             prepared.apply(disable_observer)
-        batch = batches[step % len(batches)]
-        with torch.no_grad():
-            teacher = _logits(model(batch))
-        loss = distillation_loss(_logits(prepared(batch)), teacher)
+        index = step % len(batches)
+        batch = batches[index]
+        if index not in teachers:
+            with torch.no_grad():
+                teachers[index] = full_resolution_logits(model(batch))
+        loss = distillation_loss(full_resolution_logits(prepared(batch)), teachers[index])
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-
-
-def _logits(output: object) -> torch.Tensor:
-    """The full-resolution output (the first of a deep-supervision list)."""
-    return output[0] if isinstance(output, (list, tuple)) else output
 
 
 def quantize_convs(
@@ -273,7 +272,7 @@ class TorchPredictor:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         with _engine(), torch_threads(self.threads):
             out = self.model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
-        return _logits(out).float().numpy()
+        return full_resolution_logits(out).float().numpy()
 
 
 def op_counts(qmodel: nn.Module, used: Iterable[str] | None = None) -> pd.DataFrame:

@@ -15,6 +15,7 @@ from benchmark.models.errors import (
     UnknownModelError,
 )
 from benchmark.models.nnunet_folder import NnUNetFolder, is_nnunet_folder, open_nnunet_folder
+from benchmark.models.outputs import full_resolution_logits
 from benchmark.models.registry import (
     available_models,
     build_model,
@@ -32,6 +33,7 @@ __all__ = [
     "NnUNetFolder",
     "build_model",
     "count_parameters",
+    "full_resolution_logits",
     "is_nnunet_folder",
     "load_model_config",
     "load_weights",

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from benchmark.data import SegmentationDataset, open_dataset
-from benchmark.models import build_model
+from benchmark.models import build_model, full_resolution_logits
 from benchmark.results import write_json
 from benchmark.train.checkpoint import (
     CHECKPOINT_NAME,
@@ -241,9 +241,7 @@ class Trainer:
             label = label.to(self.device, non_blocking=True)
             self.optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device_type=self.device.type, enabled=self.use_amp):
-                logits = self.model(image)
-                if isinstance(logits, (list, tuple)):  # deep supervision: full resolution first
-                    logits = logits[0]
+                logits = full_resolution_logits(self.model(image))
                 loss = self.loss_fn(logits.float(), label)
             self.scaler.scale(loss).backward()
             if t.grad_clip_norm is not None:

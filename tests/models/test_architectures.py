@@ -12,6 +12,7 @@ from benchmark.models import (
     ModelConfigError,
     build_model,
     count_parameters,
+    full_resolution_logits,
     load_model_config,
     load_weights,
 )
@@ -66,6 +67,8 @@ def test_stunet_deep_supervision_returns_every_decoder_scale_finest_first():
         assert [tuple(o.shape) for o in outs] == [(1, 2, 8, 8, 8), (1, 2, 4, 4, 4)]
         net.deep_supervision = False
         assert torch.equal(net(x), outs[0])
+        assert full_resolution_logits(outs) is outs[0]
+        assert full_resolution_logits(outs[1]) is outs[1]
 
 
 def test_stunet_residual_block_adds_identity_shortcut():

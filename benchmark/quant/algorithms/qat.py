@@ -198,7 +198,11 @@ def _task_loss() -> nn.Module:
 
 
 def _logits(output: Any) -> torch.Tensor:
-    """The full-resolution output (the first of a deep-supervision list)."""
+    """The full-resolution output (the first of a deep-supervision list).
+
+    ``benchmark.models.full_resolution_logits`` is the same rule; the engine is a leaf and
+    imports no other leaf, so it keeps its own line.
+    """
     return output[0] if isinstance(output, (list, tuple)) else output
 
 
