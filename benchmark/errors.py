@@ -17,7 +17,7 @@ Ctrl-C is also remembered: Python drops an exception raised inside a fork hook o
 and prints it with its traceback ("Exception ignored in ..."), so a Ctrl-C that lands while a
 worker pool forks would otherwise be lost behind a traceback and the command would run on to
 status 0. :func:`run_cli` records each SIGINT and keeps a dropped one quiet
-(``sys.unraisablehook``), :func:`raise_if_interrupted` re-raises it at the next job boundary,
+(``sys.unraisablehook``), :func:`raise_if_interrupted` re-raises it at the next job or case,
 and a command that returns after a dropped Ctrl-C still ends with 130.
 """
 

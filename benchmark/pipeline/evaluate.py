@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 import benchmark.metrics as metrics_layer
 import benchmark.models as models_layer
+from benchmark.errors import raise_if_interrupted
 from benchmark.points import cache
 from benchmark.points.calibrated import (
     Calibrated,
@@ -94,6 +95,7 @@ def _score_cases(context: RunContext, source: ModelSource, qmodel: nn.Module, fp
     inference_s = scoring_s = 0.0
     bar = tqdm(cases, desc=context.run_id, unit="case", disable=not point.run.progress, leave=False)
     for case_id in bar:
+        raise_if_interrupted()  # a Ctrl-C Python dropped in the last case stops here
         case = dataset.prepare(case_id)
         start = time.perf_counter()
         probs = source.probabilities(qmodel, case)

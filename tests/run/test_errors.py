@@ -19,6 +19,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 
+import benchmark.infer
 from benchmark.config import ConfigError, build_point
 from benchmark.deploy.layer_policy import parse_policy
 from benchmark.errors import error_message, is_expected, run_cli
@@ -33,6 +34,7 @@ from benchmark.preflight import (
     check_sweep,
     sweep_jobs,
 )
+from tests.runs import run_task
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
@@ -187,6 +189,24 @@ def test_a_ctrl_c_python_dropped_still_ends_the_command_with_130(tmp_path, capsy
     assert steps == ["went on"]  # the next job stopped before building its point
     assert json.loads((tmp_path / STATUS_FILE).read_text())["status"] == "interrupted"
     assert run_cli(lambda: 0) == 0  # the next command starts without the old Ctrl-C
+
+
+def test_a_dropped_ctrl_c_stops_an_evaluation_before_its_next_case(
+    fake_layers, make_cfg, calls, capsys, monkeypatch
+):
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
+    predict = benchmark.infer.predict_probabilities
+
+    def predict_then_drop_ctrl_c(*args, **kwargs):
+        probs = predict(*args, **kwargs)
+        _CtrlCWhileCollected()
+        return probs
+
+    monkeypatch.setattr(benchmark.infer, "predict_probabilities", predict_then_drop_ctrl_c)
+    cfg = make_cfg("precision=fp32", "granularity=none")
+    assert run_cli(lambda: run_task(cfg)) == 130
+    assert calls.predict_fp32 == 1  # of the two test cases, the second never started
+    assert capsys.readouterr().err.strip() == "interrupted"
 
 
 @pytest.mark.parametrize("command", ["benchmark.report", "benchmark.plots"])
