@@ -201,26 +201,9 @@ def run_sensitivity(context: RunContext) -> pd.DataFrame:
             f"got precision={point.precision}"
         )
     sens, spec = point.sensitivity, point.spec
-    w_bits, a_bits = spec.w_bits, spec.a_bits
     source = open_source(point)
-    dataset = source.dataset
     model = source.model.to(point.inference.device)
-    params_m = point.model.published_params_m if source.folder is None else None
-    if params_m is None:
-        params_m = models_layer.count_parameters(model) / 1e6
-    roi = tuple(source.roi)
-    calib_n = int(point.calibration.n)
-    batches = [
-        b.as_subclass(torch.Tensor).to(point.inference.device)
-        for b in data_layer.calibration_patches(
-            dataset,
-            split=point.calibration.split,
-            n=calib_n,
-            roi_size=roi,
-            seed=int(point.calibration.seed),
-            batch_size=int(point.calibration.batch_size),
-        )
-    ]
+    batches = _calibration_batches(point, source)
     full = _calibrated_full(model, spec, batches)
     layers = _executed(full, quant_layer.quantized_layer_names(full), batches[0])
     units = analysis_units(layers, sens.group_depth, sens.units)
@@ -229,47 +212,124 @@ def run_sensitivity(context: RunContext) -> pd.DataFrame:
             f"sensitivity.units={sens.units} selects none of the units of {point.model.name}: "
             f"{list(analysis_units(layers, sens.group_depth))}"
         )
-    sources = {"spec": full}
-    if "activations_only" in sens.modes or "one_layer" in sens.modes:
-        sources["act"] = _calibrated_full(
-            model, variant_spec(spec, layers, f"w16a{a_bits}"), batches
-        )
-    if "weights_only" in sens.modes:
-        sources["weight"] = _calibrated_full(
-            model, variant_spec(spec, layers, f"w{w_bits}a16"), batches
-        )
-
     scorer = _Scorer(point, source)
-    records: list[dict[str, Any]] = []
+    records = _Records(units, layers)
+    sources = _variant_sources(point, model, full, layers, batches)
+    _score_whole_model(records, scorer, point, model, sources)
+    _score_units(records, scorer, point, model, sources, _example(batches))
+    rows = pd.DataFrame.from_records(records)
+    rows["class"] = rows["class"].astype(int)
+    rows["class_name"] = rows["class"].map(scorer.labels).fillna("case")
+    if sens.activation_stats:
+        rows = pd.concat(
+            [
+                rows,
+                _activation_rows(point, sens, model, spec, full, layers, source.dataset, batches),
+            ],
+            ignore_index=True,
+        )
+    rows["split"] = point.evaluation.split
+    rows["dataset"] = point.data.name
+    rows["algorithm"] = spec.algorithm
+    rows["params_m"] = float(_params_m(point, source, model))
+    return rows
 
-    def add(rows: list[dict], mode: str, layer: str | None, index: int | None, point: dict):
-        size = len(units[layer]) if layer is not None else len(layers)
+
+def _params_m(point: RunPoint, source: ModelSource, model: nn.Module) -> float:
+    """The registry's published size, or the counted one (a user's folder, no published one)."""
+    params_m = point.model.published_params_m if source.folder is None else None
+    return models_layer.count_parameters(model) / 1e6 if params_m is None else params_m
+
+
+def _calibration_batches(point: RunPoint, source: ModelSource) -> list[torch.Tensor]:
+    """The calibration patches of ``point`` (training cases), on the inference device."""
+    return [
+        b.as_subclass(torch.Tensor).to(point.inference.device)
+        for b in data_layer.calibration_patches(
+            source.dataset,
+            split=point.calibration.split,
+            n=int(point.calibration.n),
+            roi_size=tuple(source.roi),
+            seed=int(point.calibration.seed),
+            batch_size=int(point.calibration.batch_size),
+        )
+    ]
+
+
+class _Records(list):
+    """Score rows, each tagged with the variant (mode, unit) it was measured on."""
+
+    def __init__(self, units: dict[str, list[str]], layers: list[str]):
+        super().__init__()
+        self.units, self.layers = units, layers
+
+    def add(self, rows: list[dict], mode: str, unit: str | None, point: dict[str, Any]) -> None:
+        index = list(self.units).index(unit) if unit is not None else None
+        size = len(self.units[unit]) if unit is not None else len(self.layers)
         for row in rows:
-            records.append(
+            self.append(
                 {
                     **row,
                     **point,
                     "mode": mode,
-                    "layer": layer,
+                    "layer": unit,
                     "layer_index": index,
                     "unit_layers": size,
                 }
             )
 
-    add(scorer(model), "reference", None, None, _point(spec, "fp32"))
-    add(scorer(full), "all", None, None, _point(spec, calib_n=calib_n))
+
+def _variant_sources(
+    point: RunPoint, model: nn.Module, full: nn.Module, layers: list[str], batches: list
+) -> dict[str, nn.Module]:
+    """The calibrated models whose ranges each mode's variants copy: the spec itself, and
+    the weights-float (``act``) and activations-float (``weight``) variants where needed."""
+    sens, spec = point.sensitivity, point.spec
+    sources = {"spec": full}
+    if "activations_only" in sens.modes or "one_layer" in sens.modes:
+        sources["act"] = _calibrated_full(
+            model, variant_spec(spec, layers, f"w16a{spec.a_bits}"), batches
+        )
+    if "weights_only" in sens.modes:
+        sources["weight"] = _calibrated_full(
+            model, variant_spec(spec, layers, f"w{spec.w_bits}a16"), batches
+        )
+    return sources
+
+
+def _score_whole_model(
+    records: _Records, scorer: _Scorer, point: RunPoint, model: nn.Module, sources: dict
+) -> None:
+    """The FP32 reference, the whole spec, and the whole-model weights/activations-only modes."""
+    spec, calib_n = point.spec, int(point.calibration.n)
+    records.add(scorer(model), "reference", None, _point(spec, "fp32"))
+    records.add(scorer(sources["spec"]), "all", None, _point(spec, calib_n=calib_n))
     whole = {
-        "activations_only": ("act", f"w16a{a_bits}"),
-        "weights_only": ("weight", f"w{w_bits}a16"),
+        "activations_only": ("act", f"w16a{spec.a_bits}"),
+        "weights_only": ("weight", f"w{spec.w_bits}a16"),
     }
     for mode, (source, precision) in whole.items():
-        if mode in sens.modes:
-            add(scorer(sources[source]), mode, None, None, _point(spec, precision, calib_n))
+        if mode in point.sensitivity.modes:
+            records.add(scorer(sources[source]), mode, None, _point(spec, precision, calib_n))
+
+
+def _score_units(
+    records: _Records,
+    scorer: _Scorer,
+    point: RunPoint,
+    model: nn.Module,
+    sources: dict,
+    example: torch.Tensor,
+) -> None:
+    """Every unit under every mode: the unit alone quantized (one_layer, weights_only,
+    activations_only) or everything but the unit (all_but_one), with the sources' ranges."""
+    sens, spec, calib_n = point.sensitivity, point.spec, int(point.calibration.n)
+    units, layers = records.units, records.layers
     plan = {
         "one_layer": ("act", None, lambda unit: units[unit]),
         "all_but_one": ("spec", None, lambda unit: [n for n in layers if n not in units[unit]]),
-        "weights_only": ("weight", f"w{w_bits}a16", lambda unit: units[unit]),
-        "activations_only": ("act", f"w16a{a_bits}", lambda unit: units[unit]),
+        "weights_only": ("weight", f"w{spec.w_bits}a16", lambda unit: units[unit]),
+        "activations_only": ("act", f"w16a{spec.a_bits}", lambda unit: units[unit]),
     }
     start = time.perf_counter()
     jobs = [(mode, unit) for unit in units for mode in sens.modes]
@@ -282,12 +342,10 @@ def run_sensitivity(context: RunContext) -> pd.DataFrame:
         if not selected:
             continue
         variant = quant_layer.quantize(
-            model, variant_spec(spec, selected, precision), example=_example(batches)
+            model, variant_spec(spec, selected, precision), example=example
         )
         quant_layer.copy_ranges(sources[source], variant)
-        index = list(units).index(unit)
-        add(scorer(variant), mode, unit, index, _point(spec, precision, calib_n))
-
+        records.add(scorer(variant), mode, unit, _point(spec, precision, calib_n))
     log.info(
         "%d units x %d modes scored on %d case(s) in %.1f s",
         len(units),
@@ -295,19 +353,6 @@ def run_sensitivity(context: RunContext) -> pd.DataFrame:
         len(scorer.cases),
         time.perf_counter() - start,
     )
-    rows = pd.DataFrame.from_records(records)
-    rows["class"] = rows["class"].astype(int)
-    rows["class_name"] = rows["class"].map(scorer.labels).fillna("case")
-    if sens.activation_stats:
-        rows = pd.concat(
-            [rows, _activation_rows(point, sens, model, spec, full, layers, dataset, batches)],
-            ignore_index=True,
-        )
-    rows["split"] = point.evaluation.split
-    rows["dataset"] = point.data.name
-    rows["algorithm"] = spec.algorithm
-    rows["params_m"] = float(params_m)
-    return rows
 
 
 def _activation_rows(

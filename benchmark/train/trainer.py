@@ -334,28 +334,47 @@ class Trainer:
                 entry["wall_s"],
                 f" val mean DSC {final_val.mean_dsc:.4f}" if "val_mean_dsc" in entry else "",
             )
-            save_checkpoint(
-                self.checkpoint_path,
-                {
-                    "epoch": epoch + 1,
-                    "model": self.model.state_dict(),
-                    "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(),
-                    "scaler": self.scaler.state_dict(),
-                    "rng": capture_rng_state(),
-                    "history": history,
-                    "best_val_dsc": best,
-                    "best_epoch": best_epoch,
-                    "train_wall_s": wall,
-                    "config": self._fingerprint(),
-                },
-            )
+            self._save_checkpoint(epoch + 1, history, best, best_epoch, wall)
             for callback in self.callbacks:
                 callback(self, epoch + 1, entry)
         if final_val is None:
             # Nothing left to train (a finished run was restarted): score the saved weights again.
             self._load_val_cases()
             final_val = self._validate()
+        return self._finish(final_val, history, best, best_epoch, wall, start)
+
+    def _save_checkpoint(
+        self, epoch: int, history: list[dict[str, Any]], best: float, best_epoch: int, wall: float
+    ) -> None:
+        """Everything an exact resume after ``epoch`` needs (RNG states included)."""
+        save_checkpoint(
+            self.checkpoint_path,
+            {
+                "epoch": epoch,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "rng": capture_rng_state(),
+                "history": history,
+                "best_val_dsc": best,
+                "best_epoch": best_epoch,
+                "train_wall_s": wall,
+                "config": self._fingerprint(),
+            },
+        )
+
+    def _finish(
+        self,
+        final_val: ValidationResult,
+        history: list[dict[str, Any]],
+        best: float,
+        best_epoch: int,
+        wall: float,
+        start: int,
+    ) -> TrainResult:
+        """Write the final weights, history and record (and the export), and return the result."""
+        t, name = self.tcfg, self.model_cfg["name"]
         self.model.eval()
         log.info(
             "%s final validation (%d cases): %s", name, len(self.val_cases), format_dsc(final_val)
