@@ -5,10 +5,12 @@ Builds the registry's nnU-Net (26.9 M parameters) and SwinUNETR (62.2 M) with ra
 the accuracy), exports each at a 96^3 patch, builds the static INT8 QDQ model under each layer
 policy (``all``, ``min_channels:16``, ``latency_aware`` with the layer costs of the backend's
 own runtime, cached like the deployment's) and the torch x86 INT8 model, then for each thread
-count times every variant at batch 1 *in turn* (``interleaved_latency``: ``--runs`` timed calls
-each, spread over as many rounds, after one warm-up call), all in one process. Prints one
-table per model and thread count: p50 in ms, speed-up = ``ort_fp32`` p50 / p50, the share of
-convolutions in INT8; writes the rows as CSV with ``--out``.
+count times the variants at batch 1 *in turn* (``interleaved_latency``: ``--runs`` timed calls
+each, spread over as many rounds, after one warm-up call), all in one process: the float
+backends together, then each INT8 backend's policies beside ``ort_fp32`` again
+(:func:`timing_groups`). Prints one table per model and thread count: p50 in ms, speed-up =
+``ort_fp32`` p50 of the same group / p50, the share of convolutions in INT8; writes the rows as
+CSV with ``--out`` (after each model).
 
     OMP_NUM_THREADS=1 .venv/bin/python tests/perf/bench_deploy.py [--models nnunet swinunetr]
         [--threads 1 2] [--runs 3] [--size 96] [--policies all latency_aware]
@@ -21,6 +23,7 @@ Not part of the test suite (pytest collects ``test_*.py`` only). About 40 minute
 from __future__ import annotations
 
 import argparse
+import gc
 import tempfile
 import time
 from pathlib import Path
@@ -93,43 +96,59 @@ def build(name: str, size: int, workdir: Path, threads: list[int], policies: lis
     return variants
 
 
+def timing_groups(keys: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    """The variants timed together: the float backends, then each INT8 backend's policies,
+    each group with ``ort_fp32`` as its in-turn reference. Loading every variant of a 62 M
+    model at 96^3 at once (about a dozen sessions with their memory arenas) exceeded 23 GB."""
+    reference = ("ort_fp32", "-")
+    floats = [k for k in keys if k[1] == "-"]
+    backends = dict.fromkeys(k[0] for k in keys if k[1] != "-")
+    return [floats] + [[reference] + [k for k in keys if k[0] == b] for b in backends]
+
+
+def time_group(variants: dict, group: list, x: np.ndarray, t: int, runs: int) -> list[dict]:
+    """p50 and speed-up over ``ort_fp32`` of each variant of ``group``, timed in turn."""
+    loaded, shares = {}, {}
+    for key in group:
+        artefact, share = variants[key] if isinstance(variants[key], tuple) else (variants[key], 0)
+        loaded[key], shares[key] = load_predictor(key[0], artefact, t), share
+    calls = {key: (lambda p=p: p(x)) for key, p in loaded.items()}
+    stats = interleaved_latency(calls, 1, warmup=1, runs=runs, rounds=runs)
+    reference = stats[("ort_fp32", "-")].p50_ms
+    return [
+        {
+            "threads": t,
+            "backend": backend,
+            "policy": policy,
+            "p50_ms": s.p50_ms,
+            "speedup": reference / s.p50_ms,
+            "ort_fp32_ms": reference,
+            "int8_convs": shares[(backend, policy)],
+            "runs": s.runs,
+        }
+        for (backend, policy), s in stats.items()
+    ]
+
+
 def bench(name: str, size: int, threads: list[int], runs: int, policies: list[str]) -> pd.DataFrame:
-    rows = []
+    frames = []
     with tempfile.TemporaryDirectory() as tmp:
         variants = build(name, size, Path(tmp), threads, policies)
         x = np.random.default_rng(1).standard_normal((1, 1, size, size, size), dtype=np.float32)
         for t in threads:
-            loaded, shares = {}, {}
-            for key, value in variants[t].items():
-                artefact, share = value if isinstance(value, tuple) else (value, 0.0)
-                loaded[key] = load_predictor(key[0], artefact, t)
-                shares[key] = share
-            calls = {key: (lambda p=p: p(x)) for key, p in loaded.items()}
-            t0 = time.perf_counter()
-            stats = interleaved_latency(calls, 1, warmup=1, runs=runs, rounds=runs)
-            reference = stats[("ort_fp32", "-")].p50_ms
-            for (backend, policy), s in stats.items():
-                rows.append(
-                    {
-                        "model": name,
-                        "size": size,
-                        "threads": t,
-                        "backend": backend,
-                        "policy": policy,
-                        "p50_ms": s.p50_ms,
-                        "speedup": reference / s.p50_ms,
-                        "int8_convs": shares[(backend, policy)],
-                        "runs": s.runs,
-                    }
-                )
-            frame = pd.DataFrame([r for r in rows if r["model"] == name and r["threads"] == t])
+            t0, rows = time.perf_counter(), []
+            for group in timing_groups(list(variants[t])):
+                timed = time_group(variants[t], group, x, t, runs)
+                rows += timed if not rows else timed[1:]  # ort_fp32 once: its first group's
+                gc.collect()
+            frame = pd.DataFrame(rows)
             print(
                 f"\n{name} {size}^3 batch 1, {t} thread(s), {runs} runs each "
                 f"({time.perf_counter() - t0:.0f} s):"
             )
-            print(frame.drop(columns=["model", "size", "threads"]).to_string(index=False))
-            del loaded, calls
-    return pd.DataFrame(rows)
+            print(frame.drop(columns=["threads"]).to_string(index=False))
+            frames.append(frame.assign(model=name, size=size))
+    return pd.concat(frames)
 
 
 def main() -> None:
@@ -145,11 +164,11 @@ def main() -> None:
     print(
         f"{hw['cpu']}, {hw['cpu_cores']} cores; onnxruntime {hw['onnxruntime']}, torch {hw['torch']}"
     )
-    frame = pd.concat(
-        [bench(m, args.size, args.threads, args.runs, args.policies) for m in args.models]
-    )
-    if args.out:
-        frame.to_csv(args.out, index=False)
+    frames = []
+    for name in args.models:
+        frames.append(bench(name, args.size, args.threads, args.runs, args.policies))
+        if args.out:  # after every model, so a later model's failure keeps the earlier rows
+            pd.concat(frames).to_csv(args.out, index=False)
 
 
 if __name__ == "__main__":
