@@ -285,16 +285,23 @@ def _variant_sources(
     """The calibrated models whose ranges each mode's variants copy: the spec itself, and
     the weights-float (``act``) and activations-float (``weight``) variants where needed."""
     sens, spec = point.sensitivity, point.spec
+    precisions = _half_float_precisions(spec)
     sources = {"spec": full}
     if "activations_only" in sens.modes or "one_layer" in sens.modes:
         sources["act"] = _calibrated_full(
-            model, variant_spec(spec, layers, f"w16a{spec.a_bits}"), batches
+            model, variant_spec(spec, layers, precisions["act"]), batches
         )
     if "weights_only" in sens.modes:
         sources["weight"] = _calibrated_full(
-            model, variant_spec(spec, layers, f"w{spec.w_bits}a16"), batches
+            model, variant_spec(spec, layers, precisions["weight"]), batches
         )
     return sources
+
+
+def _half_float_precisions(spec: Any) -> dict[str, str]:
+    """The precisions of the two half-quantized sources: activations only (``act``, weights
+    kept at 16 bits) and weights only (``weight``, activations kept at 16 bits)."""
+    return {"act": f"w16a{spec.a_bits}", "weight": f"w{spec.w_bits}a16"}
 
 
 def _score_whole_model(
@@ -304,13 +311,11 @@ def _score_whole_model(
     spec, calib_n = point.spec, int(point.calibration.n)
     records.add(scorer(model), "reference", None, _point(spec, "fp32"))
     records.add(scorer(sources["spec"]), "all", None, _point(spec, calib_n=calib_n))
-    whole = {
-        "activations_only": ("act", f"w16a{spec.a_bits}"),
-        "weights_only": ("weight", f"w{spec.w_bits}a16"),
-    }
-    for mode, (source, precision) in whole.items():
+    precisions = _half_float_precisions(spec)
+    for mode, source in (("activations_only", "act"), ("weights_only", "weight")):
         if mode in point.sensitivity.modes:
-            records.add(scorer(sources[source]), mode, None, _point(spec, precision, calib_n))
+            variant_point = _point(spec, precisions[source], calib_n)
+            records.add(scorer(sources[source]), mode, None, variant_point)
 
 
 def _score_units(
@@ -325,11 +330,12 @@ def _score_units(
     activations_only) or everything but the unit (all_but_one), with the sources' ranges."""
     sens, spec, calib_n = point.sensitivity, point.spec, int(point.calibration.n)
     units, layers = records.units, records.layers
+    precisions = _half_float_precisions(spec)
     plan = {
         "one_layer": ("act", None, lambda unit: units[unit]),
         "all_but_one": ("spec", None, lambda unit: [n for n in layers if n not in units[unit]]),
-        "weights_only": ("weight", f"w{spec.w_bits}a16", lambda unit: units[unit]),
-        "activations_only": ("act", f"w16a{spec.a_bits}", lambda unit: units[unit]),
+        "weights_only": ("weight", precisions["weight"], lambda unit: units[unit]),
+        "activations_only": ("act", precisions["act"], lambda unit: units[unit]),
     }
     start = time.perf_counter()
     jobs = [(mode, unit) for unit in units for mode in sens.modes]
