@@ -62,7 +62,9 @@ def build(name: str, size: int, workdir: Path, threads: list[int], policies: lis
     onnx_layers = onnx_conv_layers(fp32)
     torch_layers = torch_conv_layers(model, torch.from_numpy(calib[0]))
     cache = cache_root(None) / "layer_costs"
-    variants: dict = {t: {("ort_fp32", "-"): fp32, ("openvino_fp32", "-"): fp32} for t in threads}
+    variants: dict = {
+        t: {("ort_fp32", "-"): (fp32, 0.0), ("openvino_fp32", "-"): (fp32, 0.0)} for t in threads
+    }
     files: dict[frozenset, Path] = {}
     for t in threads:
         for backend, runtime in RUNTIME_OF.items():
@@ -110,8 +112,8 @@ def time_group(variants: dict, group: list, x: np.ndarray, t: int, runs: int) ->
     """p50 and speed-up over ``ort_fp32`` of each variant of ``group``, timed in turn."""
     loaded, shares = {}, {}
     for key in group:
-        artefact, share = variants[key] if isinstance(variants[key], tuple) else (variants[key], 0)
-        loaded[key], shares[key] = load_predictor(key[0], artefact, t), share
+        artefact, shares[key] = variants[key]
+        loaded[key] = load_predictor(key[0], artefact, t)
     calls = {key: (lambda p=p: p(x)) for key, p in loaded.items()}
     stats = interleaved_latency(calls, 1, warmup=1, runs=runs, rounds=runs)
     reference = stats[("ort_fp32", "-")].p50_ms
@@ -139,7 +141,8 @@ def bench(name: str, size: int, threads: list[int], runs: int, policies: list[st
             t0, rows = time.perf_counter(), []
             for group in timing_groups(list(variants[t])):
                 timed = time_group(variants[t], group, x, t, runs)
-                rows += timed if not rows else timed[1:]  # ort_fp32 once: its first group's
+                # ort_fp32's own row once, from its first group; later groups only as reference
+                rows += [r for r in timed if not rows or r["backend"] != "ort_fp32"]
                 gc.collect()
             frame = pd.DataFrame(rows)
             print(
