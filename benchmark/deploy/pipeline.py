@@ -117,13 +117,15 @@ def prepare(context: RunContext) -> DeployRun:
     torch.manual_seed(int(point.seed))  # random-init models (checkpoint: null) are reproducible
     model = load_registry_model(asdict(point.model), dataset.in_channels, dataset.num_classes)
     roi = tuple(roi_size(point))
-    batches = calibration_patches(
-        dataset,
-        split=point.calibration.split,
-        n=int(point.calibration.n),
-        roi_size=roi,
-        seed=int(point.calibration.seed),
-        batch_size=int(point.calibration.batch_size),
+    batches = list(  # held: the deployment calibrates several backends from the same patches
+        calibration_patches(
+            dataset,
+            split=point.calibration.split,
+            n=int(point.calibration.n),
+            roi_size=roi,
+            seed=int(point.calibration.seed),
+            batch_size=int(point.calibration.batch_size),
+        )
     )
     limit = deploy.cases if deploy.cases is not None else point.evaluation.max_cases
     case_ids = dataset.split(point.evaluation.split)[:limit]

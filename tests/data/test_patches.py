@@ -71,3 +71,20 @@ def test_test_split_is_refused(ds):
         calibration_patches(ds, "test", n=1, roi_size=(4, 4, 4))
     with pytest.raises(ValueError, match="roi_size"):
         calibration_patches(ds, "train", n=1, roi_size=(4, 4))
+
+
+def test_patches_are_cropped_while_iterated_and_replayed_identically(ds, monkeypatch):
+    # A calibration over many patches must not hold them all: nothing is cropped before the
+    # first batch is asked for, and each batch crops only its own patches.
+    prepared = []
+    real_prepare = ds.prepare
+    monkeypatch.setattr(ds, "prepare", lambda case: prepared.append(case) or real_prepare(case))
+    patches = calibration_patches(ds, "train", n=5, roi_size=(8, 8, 8), seed=3, batch_size=2)
+    assert len(patches) == 3 and prepared == []
+    stream = iter(patches)
+    first = next(stream)
+    assert tuple(first.shape) == (2, 1, 8, 8, 8) and len(prepared) == 2
+    rest = list(stream)
+    assert len(prepared) == 5 and [tuple(t.shape)[0] for t in rest] == [2, 1]
+    again = list(patches)
+    assert all(torch.equal(x, y) for x, y in zip([first, *rest], again, strict=True))
