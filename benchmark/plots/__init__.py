@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.plots.bars import precision_bars
+from benchmark.plots.calibration_size import calibration_curve
 from benchmark.plots.classes import class_drops
 from benchmark.plots.layers import activation_depth, sensitivity_heatmap, sqnr_scatter
 from benchmark.plots.pareto import pareto_front
@@ -24,6 +25,7 @@ __all__ = [
     "FIGURES",
     "PlotSkipped",
     "activation_depth",
+    "calibration_curve",
     "class_drops",
     "make_figures",
     "pareto_front",
@@ -40,6 +42,7 @@ FIGURES: dict[str, Callable[[pd.DataFrame, Path], list[Path]]] = {
     "layer_sensitivity": sensitivity_heatmap,
     "activation_depth": activation_depth,
     "sqnr_vs_delta": sqnr_scatter,
+    "calibration_size": calibration_curve,
 }
 
 

@@ -70,6 +70,29 @@ def evaluation_rows(rng: np.random.Generator) -> list[dict]:
     return rows
 
 
+def calibration_size_rows(rng: np.random.Generator) -> list[dict]:
+    """W4A4 per-tensor runs of ``tiny_a`` at 1, 2 and 32 calibration patches beside the sweep's
+    8 (``experiment=calib_size``): the score rises with the number of patches."""
+    rows = []
+    for calib_n, drop in ((1, 0.45), (2, 0.35), (32, 0.2)):  # 8 patches: 0.3
+        run = f"tiny_a-w4a4-per_tensor-n{calib_n}"
+        for case in CASES:
+            for cls, name in CLASSES.items():
+                rows.append(
+                    {
+                        **_base("tiny_a", run, "w4a4", "per_tensor"),
+                        "calib_n": calib_n,
+                        "task": "evaluate",
+                        "case": case,
+                        "class": cls,
+                        "class_name": name,
+                        "metric": "dsc",
+                        "value": float(np.clip(0.85 - drop + rng.normal(0, 0.01), 0, 1)),
+                    }
+                )
+    return rows
+
+
 def sensitivity_rows(rng: np.random.Generator) -> list[dict]:
     rows = []
     run = "sensitivity-tiny_a-w4a4-adaptive"
@@ -179,6 +202,8 @@ def deploy_rows() -> list[dict]:
 def synthetic_results(seed: int = 0) -> pd.DataFrame:
     """All three kinds of rows in one table, as a consolidated ``results.parquet`` would hold."""
     rng = np.random.default_rng(seed)
-    frame = pd.DataFrame(evaluation_rows(rng) + sensitivity_rows(rng) + deploy_rows())
+    frame = pd.DataFrame(
+        evaluation_rows(rng) + calibration_size_rows(rng) + sensitivity_rows(rng) + deploy_rows()
+    )
     frame["class"] = frame["class"].astype("Int64")
     return frame

@@ -11,7 +11,13 @@ import pandas as pd
 import pytest
 from matplotlib.colors import to_hex
 
-from benchmark.plots import class_drops, pareto_front, precision_bars, sqnr_scatter
+from benchmark.plots import (
+    calibration_curve,
+    class_drops,
+    pareto_front,
+    precision_bars,
+    sqnr_scatter,
+)
 from benchmark.plots.layers import sensitivity_heatmap
 from benchmark.plots.style import delta_label
 from tests.plots.synthetic import synthetic_results
@@ -108,3 +114,19 @@ def test_bar_legend_names_no_jargon(results, tmp_path, drawn):
     (fig,) = drawn()
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "float cast" not in legend and "16-bit float (no scales)" in legend
+
+
+def test_calibration_curve_draws_each_setting_swept_over_sizes_on_a_log_axis(
+    results, tmp_path, drawn
+):
+    # Only Net A's W4A4 per-tensor runs span several sizes (1, 2, 8, 32): one panel, one line
+    # with its points in size order, FP32 dashed above it.
+    calibration_curve(results, tmp_path)
+    (fig,) = drawn()
+    (ax,) = fig.axes
+    assert ax.get_title(loc="left") == "Net A (tiny)" and ax.get_xscale() == "log"
+    (line,) = [ln for ln in ax.get_lines() if ln.get_linestyle() == "-"]
+    assert line.get_xdata().tolist() == [1, 2, 8, 32]
+    assert np.all(np.diff(line.get_ydata()) > 0)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["W4A4 Per-tensor", "FP32"]

@@ -36,7 +36,7 @@ def test_figures_skip_what_the_rows_lack(results, tmp_path, kind):
     only = results[results["task"] == kind].dropna(axis=1, how="all")
     drawn = make_figures(only, tmp_path)
     wanted = {
-        "evaluate": {"precision_bars", "class_drops", "pareto"},
+        "evaluate": {"precision_bars", "class_drops", "pareto", "calibration_size"},
         "sensitivity": {"layer_sensitivity", "activation_depth", "sqnr_vs_delta"},
         "deploy": {"pareto"},
     }[kind]
