@@ -53,6 +53,23 @@ def _line_label(line: dict, varying: list[str]) -> str:
     return " ".join(p for p in parts if p)
 
 
+def _draw_panel(ax, curves: pd.DataFrame, lines: list[dict], varying: list[str], metric: str):
+    """One model's lines (mean and band over calibration sizes) on a log-2 size axis."""
+    for line, color in zip(lines, color_cycle(len(lines)), strict=True):
+        curve = curves[np.logical_and.reduce([curves[k] == line[k] for k in _LINE_KEYS])]
+        if curve.empty:
+            continue
+        x = curve["calib_n"].to_numpy(float)
+        label = _line_label(line, varying)
+        ax.plot(x, curve[metric], marker="o", markersize=2.5, color=color, label=label)
+        ax.fill_between(x, curve["low"], curve["high"], color=color, alpha=0.15, linewidth=0)
+    ax.set_xscale("log", base=2)
+    ticks = sorted(curves["calib_n"].unique())
+    ax.set_xticks(ticks, [str(int(t)) for t in ticks])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(f"mean {metric.upper()} (0-1)")
+
+
 def calibration_curve(
     results: pd.DataFrame, out_dir: str | Path, metric: str = "dsc"
 ) -> list[Path]:
@@ -79,41 +96,19 @@ def calibration_curve(
     fp32 = per_case[per_case["precision"] == "fp32"].groupby("model_name")["value"].mean()
     varying = [k for k in _LINE_KEYS if means[k].nunique() > 1]
     lines = means[[*_LINE_KEYS]].drop_duplicates().to_dict("records")
-    colors = dict(zip(range(len(lines)), color_cycle(len(lines)), strict=True))
     models = list(dict.fromkeys(means["model_name"]))
     with paper_style():
         fig, axes = plt.subplots(
             len(models), 1, figsize=(COLUMN_WIDTH_IN, 1.8 * len(models) + 0.5), squeeze=False
         )
         for ax, model in zip(axes[:, 0], models, strict=True):
-            rows = means[means["model_name"] == model]
-            for i, line in enumerate(lines):
-                mask = np.logical_and.reduce([rows[k] == line[k] for k in _LINE_KEYS])
-                curve = rows[mask]
-                if curve.empty:
-                    continue
-                x = curve["calib_n"].to_numpy(float)
-                ax.plot(
-                    x,
-                    curve[metric],
-                    marker="o",
-                    markersize=2.5,
-                    color=colors[i],
-                    label=_line_label(line, varying),
-                )
-                ax.fill_between(
-                    x, curve["low"], curve["high"], color=colors[i], alpha=0.15, linewidth=0
-                )
+            curves = means[means["model_name"] == model]
+            _draw_panel(ax, curves, lines, varying, metric)
             if model in fp32.index:
                 ax.axhline(
                     float(fp32[model]), color="black", linestyle="--", linewidth=0.8, label="FP32"
                 )
-            ax.set_xscale("log", base=2)
-            ticks = sorted(rows["calib_n"].unique())
-            ax.set_xticks(ticks, [str(int(t)) for t in ticks])
             ax.set_title(model, loc="left")
-            ax.set_ylim(0, 1)
-            ax.set_ylabel(f"mean {metric.upper()} (0-1)")
         axes[-1, 0].set_xlabel("calibration patches (training cases)")
         unique = {}
         for ax in axes[:, 0]:
