@@ -89,6 +89,7 @@ def sweep_evidence(results: pd.DataFrame, model: str) -> SweepEvidence:
     rows["calib_n"] = _column(rows, "calib_n", 0).fillna(0).astype(int)
     for key in ("granularity", "observer", "algorithm"):
         rows[key] = _column(rows, key, "none").fillna("none").astype(str)
+    _check_one_case_set(rows, model)
     layers = _sensitive_layers(results, model)
     empty = pd.DataFrame(columns=[*CONFIG_KEYS, "mean_dsc", "fp32_dsc", "rel_drop"])
     fp32 = rows[rows["precision"] == "fp32"]
@@ -131,6 +132,26 @@ def sweep_evidence(results: pd.DataFrame, model: str) -> SweepEvidence:
     table = pd.DataFrame(configs) if configs else empty
     table = table.sort_values("rel_drop", kind="stable").reset_index(drop=True)
     return SweepEvidence(table, pd.DataFrame(drops), float(base.mean()), layers)
+
+
+def _check_one_case_set(rows: pd.DataFrame, model: str) -> None:
+    """Refuse runs of one configuration scored on different test cases (say the 2-case smoke
+    sweep beside an 8-case study): their cases would be averaged into one mean, and the drop
+    compared against an FP32 mean over yet another mix.
+
+    Raises:
+        ValueError: names the configuration and each experiment's number of cases.
+    """
+    for key, group in rows.groupby(list(CONFIG_KEYS), dropna=False):
+        runs = [_column(group, "experiment", "results"), _column(group, "run_id", "run")]
+        cases = group.groupby(runs)["case"].agg(frozenset)
+        if cases.nunique() > 1:
+            counts = ", ".join(f"{exp}: {len(c)} cases" for (exp, _), c in cases.items())
+            point = " / ".join(str(k) for k in key)
+            raise ValueError(
+                f"{model} {point} was scored on different test cases ({counts}); pass result "
+                "folders whose sweeps score the same cases"
+            )
 
 
 def _sensitive_layers(results: pd.DataFrame, model: str, top: int = 5) -> pd.DataFrame:

@@ -323,6 +323,20 @@ def test_cli_errors_name_the_problem(passing, tmp_path, capsys):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+def test_runs_of_one_point_on_different_cases_are_refused(passing, tmp_path, capsys):
+    # A 2-case smoke sweep beside an 8-case study would be averaged into one mean: refused,
+    # naming the point and each experiment's cases; the same cases twice are accepted.
+    study = passing.assign(experiment="study", run_id="a")
+    smoke = study[study["case"] == CASES[0]].assign(experiment="smoke", run_id="b")
+    assert sweep_evidence(pd.concat([study, study.assign(run_id="c")]), "tiny").configs.shape[0]
+    mixed = tmp_path / "results.parquet"
+    pd.concat([study, smoke]).to_parquet(mixed)
+    assert main([str(mixed), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"study: {len(CASES)} cases" in err and "smoke: 1 cases" in err and "fp32" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def _overall(results):
     return build_scorecard(
         "tiny", sweep_evidence(results, "tiny"), deploy_evidence(results, "tiny")
