@@ -50,6 +50,13 @@ class CalibrationPatches:
     def __len__(self) -> int:
         return -(-self._n // self._batch_size)
 
+    def __getitem__(self, index: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Batch ``index`` (replays the draw up to it: cheap for an example input, not a loop)."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"batch {index} of {len(self)} calibration batches")
+        index %= len(self)
+        return next(batch for i, batch in enumerate(self) if i == index)
+
     def __iter__(self) -> Iterator[torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
         patches, labels = [], []
         for image, label in self._crops():

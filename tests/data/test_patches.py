@@ -88,3 +88,6 @@ def test_patches_are_cropped_while_iterated_and_replayed_identically(ds, monkeyp
     assert len(prepared) == 5 and [tuple(t.shape)[0] for t in rest] == [2, 1]
     again = list(patches)
     assert all(torch.equal(x, y) for x, y in zip([first, *rest], again, strict=True))
+    assert torch.equal(patches[-1], rest[-1]) and torch.equal(patches[0], first)
+    with pytest.raises(IndexError, match="batch 3 of 3"):
+        patches[3]

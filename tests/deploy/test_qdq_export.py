@@ -173,9 +173,9 @@ def phantom(tmp_path_factory):
     cfg = yaml.safe_load((ROOT / "conf/data/phantom.yaml").read_text())
     cfg.update(n_cases=8, cache_dir=str(tmp_path_factory.mktemp("phantom")))
     dataset = open_dataset(cfg)
-    calib = calibration_patches(dataset, n=4, roi_size=(64, 64, 64))
+    calib = list(calibration_patches(dataset, n=4, roi_size=(64, 64, 64)))
     held_out = calibration_patches(dataset, split="val", n=2, roi_size=(64, 64, 64), seed=3)
-    return calib, torch.cat(held_out)
+    return calib, torch.cat(list(held_out))
 
 
 @pytest.fixture(scope="module")
