@@ -15,6 +15,7 @@ from benchmark.plots.style import (
     color_cycle,
     paper_style,
     save_figure,
+    shared_legend,
 )
 from benchmark.report.table import GRANULARITY_NAMES, case_scores, sort_runs
 
@@ -93,17 +94,6 @@ def precision_bars(results: pd.DataFrame, out_dir: str | Path, metric: str = "ds
             ax.set_ylabel(f"mean {metric.upper()} (0-1)")
             ax.grid(axis="x", visible=False)
         axes[-1, 0].set_xlabel("precision (weight bits / activation bits)")
-        unique = {}
-        for ax in axes[:, 0]:
-            handles, labels = ax.get_legend_handles_labels()
-            unique.update(zip(labels, handles, strict=True))
-        fig.legend(
-            unique.values(),
-            unique.keys(),
-            loc="lower center",
-            ncol=min(len(unique), 3),
-            bbox_to_anchor=(0.5, 1.0),
-            frameon=False,
-        )
+        shared_legend(fig, axes[:, 0], max_columns=3)
         fig.tight_layout()
         return save_figure(fig, out_dir, f"{metric}_bars")

@@ -21,6 +21,7 @@ from benchmark.plots.style import (
     color_cycle,
     paper_style,
     save_figure,
+    shared_legend,
 )
 from benchmark.report.table import GRANULARITY_NAMES, case_scores
 
@@ -110,17 +111,6 @@ def calibration_curve(
                 )
             ax.set_title(model, loc="left")
         axes[-1, 0].set_xlabel("calibration patches (training cases)")
-        unique = {}
-        for ax in axes[:, 0]:
-            handles, labels = ax.get_legend_handles_labels()
-            unique.update(zip(labels, handles, strict=True))
-        fig.legend(
-            unique.values(),
-            unique.keys(),
-            loc="lower center",
-            ncol=min(len(unique), 2),
-            bbox_to_anchor=(0.5, 1.0),
-            frameon=False,
-        )
+        shared_legend(fig, axes[:, 0], max_columns=2)
         fig.tight_layout()
         return save_figure(fig, out_dir, f"{metric}_vs_calibration_size")

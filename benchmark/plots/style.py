@@ -35,6 +35,7 @@ __all__ = [
     "paper_style",
     "quiet_libraries",
     "save_figure",
+    "shared_legend",
     "signed_heatmap",
 ]
 
@@ -124,6 +125,23 @@ def quiet_libraries(names: tuple[str, ...] = QUIET_LOGGERS) -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
+
+
+def shared_legend(fig, axes, max_columns: int) -> None:
+    """One legend above the figure for every panel's labelled artists, each label once (the
+    first panel that draws it supplies the handle)."""
+    unique = {}
+    for ax in axes:
+        handles, labels = ax.get_legend_handles_labels()
+        unique.update(zip(labels, handles, strict=True))
+    fig.legend(
+        unique.values(),
+        unique.keys(),
+        loc="lower center",
+        ncol=min(len(unique), max_columns),
+        bbox_to_anchor=(0.5, 1.0),
+        frameon=False,
+    )
 
 
 def save_figure(fig, out_dir: str | Path, name: str, dpi: int = 300) -> list[Path]:
