@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.metrics import format_with_drop, paired_bootstrap, relative_drop
-from benchmark.quant import QuantSpec
+from benchmark.quant import OBSERVERS, QuantSpec
 
 __all__ = [
     "CACHED_BASELINE_PREFIX",
@@ -263,10 +263,11 @@ def make_table(
         }
     )
     axes = _varying_axes(lines)
+    shown = _shown_settings(lines)
     for key, title in axes.items():
         table[title] = [
-            "–" if p in _FLOAT_ORDER else str(v)
-            for p, v in zip(lines["precision"], lines[key], strict=True)
+            "–" if p in _FLOAT_ORDER else v
+            for p, v in zip(lines["precision"], shown[key], strict=True)
         ]
     if "algorithm" in axes and "calibration_s" in lines.columns:
         table["Calib. (s)"] = [
@@ -300,14 +301,40 @@ def make_table(
 def _varying_axes(lines: pd.DataFrame) -> dict[str, str]:
     """Sweep axes besides precision and granularity that vary among the quantized runs, and
     the algorithm wherever a quantized run has one."""
-    quantized = lines[~lines["precision"].isin(list(_FLOAT_ORDER))]
+    quantized = _shown_settings(lines[~lines["precision"].isin(list(_FLOAT_ORDER))])
     axes = {**_OPTIONAL_AXES, **{k: k for k in _SPEC_KEYS if k in lines.columns}}
-    with_algorithm = bool((quantized["algorithm"].astype(str) != "none").any())
+    with_algorithm = bool((quantized["algorithm"] != "none").any())
     return {
         k: t
         for k, t in axes.items()
-        if quantized[k].astype(str).nunique() > 1 or (k == "algorithm" and with_algorithm)
+        if quantized[k][quantized[k] != "–"].nunique() > 1 or (k == "algorithm" and with_algorithm)
     }
+
+
+def _shown_settings(lines: pd.DataFrame) -> pd.DataFrame:
+    """The lines' settings as text, with ``–`` for an observer option (``averaging_constant``)
+    on a run whose activation and weight observers do not read it: a spec carries every
+    observer's options, and only the ones in use tell runs apart."""
+    shown = lines.astype(str)
+    used = [
+        {*OBSERVERS.get(_observer_name(a)).options, *OBSERVERS.get(_observer_name(w)).options}
+        for a, w in zip(
+            lines.get("observer", pd.Series(None, index=lines.index)),
+            lines.get("weight_observer", pd.Series(None, index=lines.index)),
+            strict=True,
+        )
+    ]
+    for option in {o for name in OBSERVERS.names() for o in OBSERVERS.get(name).options}:
+        if option in shown.columns:
+            shown[option] = [
+                v if option in u else "–" for v, u in zip(shown[option], used, strict=True)
+            ]
+    return shown
+
+
+def _observer_name(value) -> str:
+    """A row's observer name; unset (NaN, None) is the spec's default, ``minmax``."""
+    return "minmax" if value is None or pd.isna(value) or value == "none" else str(value)
 
 
 def _score_cell(value: float, drop_pct: float) -> str:

@@ -114,6 +114,19 @@ def test_varying_axes_get_their_own_column(results):
     assert "Algorithm" not in table.columns
 
 
+def test_an_observer_option_is_shown_only_where_its_observer_reads_it(results):
+    """The spec carries every observer's options: moving_average's averaging_constant tells
+    runs apart only among moving-average runs."""
+    moving = _run("q3", "w4a4", "per_channel_token", dict.fromkeys(["c1", "c2", "c3"], 0.5))
+    moving = moving.assign(observer="moving_average", averaging_constant=0.01)
+    others = results.assign(averaging_constant=0.1)
+    table = make_table(pd.concat([others, moving]))
+    assert "averaging_constant" not in table.columns
+    slower = moving.assign(run_id="q4", config_hash="q4", averaging_constant=0.5)
+    table = make_table(pd.concat([others, moving, slower]))
+    assert sorted(table["averaging_constant"]) == ["0.01", "0.5", "–", "–", "–"]
+
+
 def test_an_algorithm_is_shown_with_its_calibration_seconds(results):
     """Even when every quantized run uses the same method: a reader must not take it for RTN."""
     timed = results.assign(calibration_s=np.where(results["precision"] == "fp32", 0.0, 41.4))
