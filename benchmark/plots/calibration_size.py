@@ -1,7 +1,7 @@
 """Mean DSC against the number of calibration patches: how much calibration data a setting needs.
 
-One panel per model, one line per quantized setting (precision x granularity, and observer or
-algorithm where the rows vary them) over ``calib_n`` on a log-2 axis, with 95 % bootstrap bands
+One panel per model, one line per quantized setting (precision x granularity, and observer,
+algorithm or any other spec field where the rows vary them) over ``calib_n`` on a log-2 axis, with 95 % bootstrap bands
 over cases and FP32 dashed; drawn from ``experiment=calib_size`` or any sweep over
 ``calibration.n``.
 """
@@ -23,17 +23,19 @@ from benchmark.plots.style import (
     save_figure,
     shared_legend,
 )
+from benchmark.report.settings import NOT_USED, SPEC_KEYS, setting_text, varying_settings
 from benchmark.report.table import GRANULARITY_NAMES, case_scores
 
 __all__ = ["calibration_curve"]
 
-#: Point keys besides ``calib_n`` that tell one line from another, in the order of its label.
+#: Point keys besides ``calib_n`` that tell one line from another, in the order of its label;
+#: spec fields that vary among the quantized runs follow them.
 _LINE_KEYS = ("precision", "granularity", "observer", "algorithm")
 
 
-def _line_means(per_case: pd.DataFrame, metric: str) -> pd.DataFrame:
+def _line_means(per_case: pd.DataFrame, line_keys: list[str], metric: str) -> pd.DataFrame:
     """Mean and bootstrap band over cases per model x line x calibration size."""
-    keys = ["model_name", *_LINE_KEYS, "calib_n"]
+    keys = ["model_name", *line_keys, "calib_n"]
     summary = []
     for key, group in per_case.groupby(keys, dropna=False, sort=False):
         low, high = mean_ci(group["value"].to_numpy())
@@ -51,13 +53,14 @@ def _line_means(per_case: pd.DataFrame, metric: str) -> pd.DataFrame:
 def _line_label(line: dict, varying: list[str]) -> str:
     parts = [str(line["precision"]).upper(), GRANULARITY_NAMES.get(line["granularity"], "")]
     parts += [str(line[k]) for k in varying if k in ("observer", "algorithm")]
+    parts += [f"{k}={line[k]}" for k in varying if k in SPEC_KEYS and line[k] != NOT_USED]
     return " ".join(p for p in parts if p)
 
 
 def _draw_panel(ax, curves: pd.DataFrame, lines: list[dict], varying: list[str], metric: str):
     """One model's lines (mean and band over calibration sizes) on a log-2 size axis."""
     for line, color in zip(lines, color_cycle(len(lines)), strict=True):
-        curve = curves[np.logical_and.reduce([curves[k] == line[k] for k in _LINE_KEYS])]
+        curve = curves[np.logical_and.reduce([curves[k] == v for k, v in line.items()])]
         if curve.empty:
             continue
         x = curve["calib_n"].to_numpy(float)
@@ -86,17 +89,20 @@ def calibration_curve(
     for key in _LINE_KEYS:
         per_case[key] = per_case[key].fillna("none") if key in per_case else "none"
     quantized = per_case[per_case["calib_n"].fillna(0) > 0]
-    sizes = quantized.groupby(["model_name", *_LINE_KEYS], dropna=False)["calib_n"].nunique()
+    spec = [k for k in SPEC_KEYS if k in quantized.columns]
+    line_keys = [*_LINE_KEYS, *varying_settings(quantized, spec)]
+    quantized = quantized.assign(**setting_text(quantized)[line_keys[len(_LINE_KEYS) :]])
+    sizes = quantized.groupby(["model_name", *line_keys], dropna=False)["calib_n"].nunique()
     if sizes.empty or sizes.max() < 2:
         raise PlotSkipped(
             "no setting was run at two or more calibration sizes (sweep calibration.n)"
         )
     keep = sizes[sizes >= 2].index
-    quantized = quantized.set_index(["model_name", *_LINE_KEYS]).loc[keep].reset_index()
-    means = _line_means(quantized, metric)
+    quantized = quantized.set_index(["model_name", *line_keys]).loc[keep].reset_index()
+    means = _line_means(quantized, line_keys, metric)
     fp32 = per_case[per_case["precision"] == "fp32"].groupby("model_name")["value"].mean()
-    varying = [k for k in _LINE_KEYS if means[k].nunique() > 1]
-    lines = means[[*_LINE_KEYS]].drop_duplicates().to_dict("records")
+    varying = [k for k in line_keys if means[k].nunique() > 1]
+    lines = means[line_keys].drop_duplicates().to_dict("records")
     models = list(dict.fromkeys(means["model_name"]))
     with paper_style():
         fig, axes = plt.subplots(

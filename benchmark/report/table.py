@@ -16,14 +16,19 @@ FP32, since quantization can shift probability calibration where accuracy hides 
 from __future__ import annotations
 
 import math
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from benchmark.metrics import format_with_drop, paired_bootstrap, relative_drop
-from benchmark.quant import OBSERVERS, QuantSpec
+from benchmark.report.settings import (
+    POINT_KEYS,
+    SPEC_KEYS,
+    point_keys,
+    setting_text,
+    varying_settings,
+)
 
 __all__ = [
     "CACHED_BASELINE_PREFIX",
@@ -52,30 +57,23 @@ GRANULARITY_NAMES = {
 _CATEGORY = {"cnn": "CNN", "hybrid": "Hybrid", "transformer": "Transformer"}
 _FLOAT_ORDER = {"fp32": 0, "fp16": 1, "bf16": 2}
 _MODEL_KEYS = ["framework", "display_name", "family", "params_m", "model", "dataset", "split"]
-_POINT_KEYS = ["precision", "w_bits", "a_bits", "granularity", "observer", "algorithm", "calib_n"]
 _OPTIONAL_AXES = {"observer": "Observer", "algorithm": "Algorithm", "calib_n": "Calib. N"}
 #: case-level probability-calibration metrics (one value per case) and their column titles
 _CALIBRATION_METRICS = {"ece_top": "ECE", "brier_mc": "Brier"}
-#: the other spec fields rows carry (one column each); a run written before carries none
-_SPEC_KEYS = [f.name for f in fields(QuantSpec) if f.name not in _POINT_KEYS]
-
-
-def _point_keys(results: pd.DataFrame) -> list[str]:
-    return _POINT_KEYS + [k for k in _SPEC_KEYS if k in results.columns]
 
 
 def case_scores(results: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Per run x case score: the mean of ``metric`` over foreground classes (NaN-skipping).
 
     Returns:
-        Columns ``_MODEL_KEYS + _POINT_KEYS``, the spec fields the rows carry, ``run_id``,
+        Columns ``_MODEL_KEYS + POINT_KEYS``, the spec fields the rows carry, ``run_id``,
         ``case``, ``value``.
     """
     rows = results[(results["metric"] == metric) & (results["class"] > 0)]
-    for key in _MODEL_KEYS + _POINT_KEYS:
+    for key in _MODEL_KEYS + POINT_KEYS:
         if key not in rows.columns:
             rows = rows.assign(**{key: None})
-    keys = _MODEL_KEYS + _point_keys(rows) + ["run_id", "case"]
+    keys = _MODEL_KEYS + point_keys(rows) + ["run_id", "case"]
     return rows.groupby(keys, dropna=False, sort=False)["value"].mean().reset_index()
 
 
@@ -84,7 +82,7 @@ def run_means(results: pd.DataFrame, metrics: tuple[str, ...] = ("dsc", "nsd")) 
     frames = []
     for metric in metrics:
         per_case = case_scores(results, metric)
-        keys = _MODEL_KEYS + _point_keys(per_case) + ["run_id"]
+        keys = _MODEL_KEYS + point_keys(per_case) + ["run_id"]
         mean = per_case.groupby(keys, dropna=False, sort=False)["value"].mean().rename(metric)
         frames.append(mean)
     return pd.concat(frames, axis=1).reset_index()
@@ -263,7 +261,7 @@ def make_table(
         }
     )
     axes = _varying_axes(lines)
-    shown = _shown_settings(lines)
+    shown = setting_text(lines)
     for key, title in axes.items():
         table[title] = [
             "–" if p in _FLOAT_ORDER else v
@@ -301,40 +299,11 @@ def make_table(
 def _varying_axes(lines: pd.DataFrame) -> dict[str, str]:
     """Sweep axes besides precision and granularity that vary among the quantized runs, and
     the algorithm wherever a quantized run has one."""
-    quantized = _shown_settings(lines[~lines["precision"].isin(list(_FLOAT_ORDER))])
-    axes = {**_OPTIONAL_AXES, **{k: k for k in _SPEC_KEYS if k in lines.columns}}
-    with_algorithm = bool((quantized["algorithm"] != "none").any())
-    return {
-        k: t
-        for k, t in axes.items()
-        if quantized[k][quantized[k] != "–"].nunique() > 1 or (k == "algorithm" and with_algorithm)
-    }
-
-
-def _shown_settings(lines: pd.DataFrame) -> pd.DataFrame:
-    """The lines' settings as text, with ``–`` for an observer option (``averaging_constant``)
-    on a run whose activation and weight observers do not read it: a spec carries every
-    observer's options, and only the ones in use tell runs apart."""
-    shown = lines.astype(str)
-    used = [
-        {*OBSERVERS.get(_observer_name(a)).options, *OBSERVERS.get(_observer_name(w)).options}
-        for a, w in zip(
-            lines.get("observer", pd.Series(None, index=lines.index)),
-            lines.get("weight_observer", pd.Series(None, index=lines.index)),
-            strict=True,
-        )
-    ]
-    for option in {o for name in OBSERVERS.names() for o in OBSERVERS.get(name).options}:
-        if option in shown.columns:
-            shown[option] = [
-                v if option in u else "–" for v, u in zip(shown[option], used, strict=True)
-            ]
-    return shown
-
-
-def _observer_name(value) -> str:
-    """A row's observer name; unset (NaN, None) is the spec's default, ``minmax``."""
-    return "minmax" if value is None or pd.isna(value) or value == "none" else str(value)
+    quantized = lines[~lines["precision"].isin(list(_FLOAT_ORDER))]
+    axes = {**_OPTIONAL_AXES, **{k: k for k in SPEC_KEYS if k in lines.columns}}
+    varying = varying_settings(quantized, list(axes))
+    with_algorithm = bool((quantized["algorithm"].astype(str) != "none").any())
+    return {k: t for k, t in axes.items() if k in varying or (k == "algorithm" and with_algorithm)}
 
 
 def _score_cell(value: float, drop_pct: float) -> str:

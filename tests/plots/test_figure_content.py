@@ -130,3 +130,25 @@ def test_calibration_curve_draws_each_setting_swept_over_sizes_on_a_log_axis(
     assert np.all(np.diff(line.get_ydata()) > 0)
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels == ["W4A4 Per-tensor", "FP32"]
+
+
+def test_calibration_curve_keeps_runs_of_other_spec_fields_apart(results, tmp_path, drawn):
+    """The same point swept again with another activation grid is a second line, not averaged
+    into the first; an observer option no run's observer reads names no line."""
+    swept = results[results["run_id"].str.startswith("tiny_a-w4a4-per_tensor")]
+    symmetric = swept.assign(
+        act_mapping="symmetric", value=swept["value"] - 0.2, run_id=swept["run_id"] + "-sym"
+    )
+    calibration_curve(
+        pd.concat([results.assign(act_mapping="asymmetric"), symmetric]).assign(
+            averaging_constant=0.1
+        ),
+        tmp_path,
+    )
+    (fig,) = drawn()
+    solid = [ln for ln in fig.axes[0].get_lines() if ln.get_linestyle() == "-"]
+    assert len(solid) == 2
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert sorted(labels) == [
+        "FP32", "W4A4 Per-tensor act_mapping=asymmetric", "W4A4 Per-tensor act_mapping=symmetric",
+    ]  # fmt: skip
