@@ -40,7 +40,8 @@ from torch import nn
 from benchmark.quant.attention import QuantAttention
 from benchmark.quant.granularity import PerAxis, PerTensor
 from benchmark.quant.modules import QuantLayer
-from benchmark.quant.quantizer import ActivationQuantizer, WeightQuantizer
+from benchmark.quant.quantizer import ActivationQuantizer
+from benchmark.quant.weight_quantizer import WeightQuantizer
 
 __all__ = ["QParams", "LayerPlan", "plan_layers", "WEIGHT_DTYPES", "ONNX_OP_TYPES"]
 

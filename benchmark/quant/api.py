@@ -58,7 +58,7 @@ from benchmark.quant.functional_attention import functional_handler, sites_of
 from benchmark.quant.handlers import QUANTIZED
 from benchmark.quant.handlers import handlers as handler_classes
 from benchmark.quant.modules import LAYER_CLASSES
-from benchmark.quant.quantizer import WeightQuantizer, check_finite
+from benchmark.quant.quantizer import check_finite
 from benchmark.quant.ranges import (
     activation_quantizers,
     copy_ranges,
@@ -70,6 +70,7 @@ from benchmark.quant.ranges import (
 from benchmark.quant.spec import QuantSpec
 from benchmark.quant.table import TABLE_COLUMNS, quant_table_hash, quantization_table
 from benchmark.quant.tracing import Trace, trace
+from benchmark.quant.weight_quantizer import WeightQuantizer
 
 __all__ = [
     "quantize",

@@ -18,7 +18,8 @@ from benchmark.quant.errors import QuantError
 from benchmark.quant.formats import OperandFormat
 from benchmark.quant.observers import estimate_range
 from benchmark.quant.primitives import SCALE_EPS
-from benchmark.quant.quantizer import ActivationQuantizer, WeightQuantizer
+from benchmark.quant.quantizer import ActivationQuantizer
+from benchmark.quant.weight_quantizer import WeightQuantizer
 
 __all__ = [
     "float_scale",

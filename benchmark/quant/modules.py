@@ -3,8 +3,8 @@
 A layer is quantized by swapping the class of its (deep-copied) instance for a subclass defined
 here and attaching two child quantizers: ``input_quant`` (an
 :class:`~benchmark.quant.quantizer.ActivationQuantizer`) and ``weight_quant`` (a cached
-:class:`~benchmark.quant.quantizer.WeightQuantizer`). Swapping the class instead of wrapping the
-module keeps every parameter name, so checkpoints load into a quantized model unchanged and
+:class:`~benchmark.quant.weight_quantizer.WeightQuantizer`). Swapping the class instead of
+wrapping the module keeps every parameter name, so checkpoints load into a quantized model unchanged and
 ``named_modules`` reads the same. Only exact types are swapped: a subclass with its own forward
 would lose that forward.
 
@@ -38,7 +38,8 @@ from benchmark.quant.factorized import factorized_conv, factorized_linear
 from benchmark.quant.granularity import Granularity, Layout, PerTensor, PerToken, PerVoxel
 from benchmark.quant.operands import BLOCK_KINDS, activation_quantizer, weight_quantizer
 from benchmark.quant.policies import CONV, CONV_1X1, CONV_TRANSPOSED, LINEAR
-from benchmark.quant.quantizer import ActivationQuantizer, WeightQuantizer
+from benchmark.quant.quantizer import ActivationQuantizer
+from benchmark.quant.weight_quantizer import WeightQuantizer
 
 __all__ = [
     "QuantLayer",

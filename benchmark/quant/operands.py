@@ -18,7 +18,8 @@ from benchmark.quant.format_quantizers import (
 from benchmark.quant.granularity import Granularity, Layout, bind
 from benchmark.quant.observers import OBSERVERS
 from benchmark.quant.policies import POLICIES
-from benchmark.quant.quantizer import ActivationQuantizer, WeightQuantizer
+from benchmark.quant.quantizer import ActivationQuantizer
+from benchmark.quant.weight_quantizer import WeightQuantizer
 
 __all__ = ["granularities", "activation_quantizer", "weight_quantizer", "observer_options_of"]
 

@@ -27,7 +27,8 @@ from torch import nn
 
 from benchmark.quant.errors import QuantError
 from benchmark.quant.primitives import SCALE_EPS
-from benchmark.quant.quantizer import ActivationQuantizer, WeightQuantizer
+from benchmark.quant.quantizer import ActivationQuantizer
+from benchmark.quant.weight_quantizer import WeightQuantizer
 
 __all__ = [
     "DYNAMIC_CHOICES",

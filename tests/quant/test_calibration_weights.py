@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from benchmark.quant import QuantSpec, QuantSpecError, calibrate, quantize
-from benchmark.quant.quantizer import WeightQuantizer
 from benchmark.quant.spec import _KEYED_WHEN_SET
+from benchmark.quant.weight_quantizer import WeightQuantizer
 
 
 def _batches() -> list[torch.Tensor]:

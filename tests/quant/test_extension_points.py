@@ -32,7 +32,8 @@ from benchmark.quant.modules import QuantLayer
 from benchmark.quant.observers import Observer
 from benchmark.quant.observers.minmax import MinMaxObserver
 from benchmark.quant.policies import OP_KINDS, GranularityPolicy
-from benchmark.quant.quantizer import ActivationQuantizer, WeightQuantizer
+from benchmark.quant.quantizer import ActivationQuantizer
+from benchmark.quant.weight_quantizer import WeightQuantizer
 
 QUANT = Path(__file__).resolve().parents[2] / "benchmark" / "quant"
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -57,7 +58,13 @@ def test_every_conf_option_is_registered_and_every_entry_has_a_conf_option(group
 
 
 def test_layers_do_not_test_granularity_names():
-    for module in ("modules.py", "attention.py", "operands.py", "quantizer.py"):
+    for module in (
+        "modules.py",
+        "attention.py",
+        "operands.py",
+        "quantizer.py",
+        "weight_quantizer.py",
+    ):
         text = (QUANT / module).read_text()
         for name in POLICIES.names():
             assert f'"{name}"' not in text, f"{module} names the granularity {name!r}"

@@ -33,8 +33,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from benchmark.quant.quantizer import ActivationQuantizer, WeightQuantizer
+from benchmark.quant.quantizer import ActivationQuantizer
 from benchmark.quant.registry import Registry
+from benchmark.quant.weight_quantizer import WeightQuantizer
 
 __all__ = ["ALGORITHMS", "Algorithm", "register_algorithm", "float_reference"]
 

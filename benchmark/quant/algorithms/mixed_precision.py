@@ -38,7 +38,8 @@ from benchmark.quant.errors import QuantError
 from benchmark.quant.floatcast import flatten
 from benchmark.quant.modules import QuantLayer
 from benchmark.quant.primitives import quant_range
-from benchmark.quant.quantizer import ActivationQuantizer, WeightQuantizer
+from benchmark.quant.quantizer import ActivationQuantizer
+from benchmark.quant.weight_quantizer import WeightQuantizer
 
 __all__ = ["MixedPrecision", "DEFAULTS", "allocate_bits", "layer_sensitivity", "set_weight_bits"]
 

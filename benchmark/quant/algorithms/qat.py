@@ -72,7 +72,8 @@ from benchmark.quant.qat import (
     learnable_quantizers,
     make_learnable,
 )
-from benchmark.quant.quantizer import ActivationQuantizer, WeightQuantizer
+from benchmark.quant.quantizer import ActivationQuantizer
+from benchmark.quant.weight_quantizer import WeightQuantizer
 
 __all__ = ["QatOptions", "QuantizationAwareTraining", "run_qat", "distillation_loss"]
 

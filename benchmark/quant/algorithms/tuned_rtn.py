@@ -25,7 +25,8 @@ from torch import nn
 
 from benchmark.quant.algorithms.base import Algorithm, register_algorithm
 from benchmark.quant.algorithms.layer_inputs import with_defaults
-from benchmark.quant.quantizer import ActivationQuantizer, WeightQuantizer
+from benchmark.quant.quantizer import ActivationQuantizer
+from benchmark.quant.weight_quantizer import WeightQuantizer
 
 __all__ = ["TunedRoundToNearest", "DEFAULTS"]
 

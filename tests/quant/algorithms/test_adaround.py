@@ -9,7 +9,7 @@ from torch import nn
 
 from benchmark.quant import QuantSpec, calibrate, load_ranges, quantize, save_ranges
 from benchmark.quant.algorithms.rounding import SoftRounding, weight_grid
-from benchmark.quant.quantizer import WeightQuantizer
+from benchmark.quant.weight_quantizer import WeightQuantizer
 
 
 def _smooth_volumes(n: int, seed: int, channels: int = 4, size: int = 10) -> list[torch.Tensor]:

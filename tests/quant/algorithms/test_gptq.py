@@ -11,7 +11,7 @@ from torch import nn
 
 from benchmark.quant import QuantError, QuantSpec, calibrate, load_ranges, quantize, save_ranges
 from benchmark.quant.algorithms.layer_inputs import input_columns, weight_matrix
-from benchmark.quant.quantizer import WeightQuantizer
+from benchmark.quant.weight_quantizer import WeightQuantizer
 
 
 def _reference_gptq(w, x, bits, per_row, damp, act_order):

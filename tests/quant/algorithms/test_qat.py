@@ -35,7 +35,8 @@ from benchmark.quant.qat import (
     learnable_quantizers,
     make_learnable,
 )
-from benchmark.quant.quantizer import ActivationQuantizer, WeightQuantizer
+from benchmark.quant.quantizer import ActivationQuantizer
+from benchmark.quant.weight_quantizer import WeightQuantizer
 from benchmark.train.recipe import make_loss
 from tests.conftest import TinySegNet
 
