@@ -76,6 +76,13 @@ from typing import Any
 
 import torch
 
+from benchmark.quant.algorithm_options import (
+    check_option_owners,
+    composition,
+    option_pairs,
+    option_text,
+    options_for,
+)
 from benchmark.quant.algorithms import ALGORITHMS
 from benchmark.quant.errors import QuantSpecError
 from benchmark.quant.formats import Precision, precision_format
@@ -212,8 +219,8 @@ class QuantSpec:
         if self.act_mapping is None:
             integer = fmt.family != "cast" and fmt.activation.kind in ("int", "int_group")
             object.__setattr__(self, "act_mapping", "asymmetric" if integer else "auto")
-        object.__setattr__(self, "algorithm", _composition(self.algorithm))
-        object.__setattr__(self, "algorithm_options", _option_pairs(self.algorithm_options))
+        object.__setattr__(self, "algorithm", composition(self.algorithm))
+        object.__setattr__(self, "algorithm_options", option_pairs(self.algorithm_options))
         self._check_registered(fmt)
         _check_choice("act_mapping", self.act_mapping, ACT_MAPPINGS)
         _check_choice("weight_mapping", self.weight_mapping, WEIGHT_MAPPINGS)
@@ -264,7 +271,7 @@ class QuantSpec:
             OBSERVERS.get(self.observer)
             for name in self.algorithm_names:
                 ALGORITHMS.get(name)
-            self._check_option_owners()
+            check_option_owners(self.algorithm, self.algorithm_options)
         if family == "block" and (self.observer != "minmax" or self.weight_observer != "minmax"):
             raise QuantSpecError(
                 f"precision={self.precision} takes each block's scale from the block's maximum: "
@@ -283,17 +290,6 @@ class QuantSpec:
                     f"precision={self.precision} use minmax, moving_average, percentile or mse"
                 )
 
-    def _check_option_owners(self) -> None:
-        """A composition's options must say which method they are for."""
-        names = self.algorithm_names
-        for key, _ in self.algorithm_options:
-            owner = key.split(".", 1)[0] if "." in key else None
-            if (owner is None and len(names) > 1) or (owner is not None and owner not in names):
-                raise QuantSpecError(
-                    f"QuantSpec.algorithm_options key {key!r} does not name one of the methods "
-                    f"of algorithm={self.algorithm!r}; write it as '<method>.<option>'"
-                )
-
     @property
     def algorithm_names(self) -> tuple[str, ...]:
         """The composed methods in order; empty for ``none``."""
@@ -301,14 +297,7 @@ class QuantSpec:
 
     def options_for(self, algorithm: str) -> dict[str, Any]:
         """The options of one method of the composition (dotted keys without the prefix)."""
-        prefix = f"{algorithm}."
-        out = {}
-        for key, value in self.algorithm_options:
-            if key.startswith(prefix):
-                out[key[len(prefix) :]] = value
-            elif "." not in key:
-                out[key] = value
-        return out
+        return options_for(self.algorithm_options, algorithm)
 
     @classmethod
     def from_strings(
@@ -376,7 +365,7 @@ class QuantSpec:
         out: dict[str, Any] = {}
         for key, value in asdict(self).items():
             if key == "algorithm_options":
-                value = tuple(f"{k}={_option_text(v)}" for k, v in value)
+                value = tuple(f"{k}={option_text(v)}" for k, v in value)
             out[key] = ",".join(value) if isinstance(value, tuple) else value
         out["w_bits"] = self.w_bits
         out["a_bits"] = self.a_bits
@@ -395,46 +384,6 @@ class QuantSpec:
                 del row[key]
         payload = json.dumps(row, sort_keys=True)
         return hashlib.sha1(payload.encode()).hexdigest()[:12]
-
-
-def _composition(algorithm: Any) -> str:
-    """``"a+b"``, ``["a", "b"]`` or ``("a", "b")`` as the normal form ``"a+b"``."""
-    parts = algorithm.split("+") if isinstance(algorithm, str) else [str(a) for a in algorithm]
-    parts = [p.strip().lower() for p in parts if p.strip()]
-    if not parts:
-        return "none"
-    if "none" in parts and len(parts) > 1:
-        raise QuantSpecError(
-            f"QuantSpec.algorithm={'+'.join(parts)!r}: 'none' cannot be composed; leave it out"
-        )
-    if len(set(parts)) != len(parts):
-        raise QuantSpecError(f"QuantSpec.algorithm={'+'.join(parts)!r} names a method twice")
-    return "+".join(parts)
-
-
-def _option_pairs(options: Any) -> tuple[tuple[str, Any], ...]:
-    """Options as sorted ``(key, value)`` pairs; a nested mapping per method gets dotted keys."""
-    if not isinstance(options, Mapping):
-        return tuple(tuple(p) for p in sorted(tuple(p) for p in options))
-    flat: dict[str, Any] = {}
-    for key, value in options.items():
-        if isinstance(value, Mapping):
-            flat.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            flat[str(key)] = value
-    return tuple(sorted((key, _hashable(value)) for key, value in flat.items()))
-
-
-def _option_text(value: Any) -> str:
-    """An option value in a row; a tuple's items joined by ``/`` (``,`` separates options)."""
-    return "/".join(map(str, value)) if isinstance(value, tuple) else str(value)
-
-
-def _hashable(value: Any) -> Any:
-    """List-valued options (layer names, bit choices) as tuples, so that the spec stays hashable."""
-    if isinstance(value, (list, tuple)):
-        return tuple(_hashable(item) for item in value)
-    return value
 
 
 def _check_type_names(names: tuple[str, ...]) -> None:
