@@ -2,6 +2,8 @@
 
 The same collection runs at the end of every sweep; this command is for sweeps that ended
 early (a failed or killed job, a SLURM array still draining) or runs copied in from elsewhere.
+Recorded runs that no run file backs (a clone of committed results) are kept unless
+``--run-files-only``.
 """
 
 from __future__ import annotations
@@ -24,10 +26,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "collect", help="rebuild DIR/results.parquet from DIR/runs/*.parquet"
     )
     p_collect.add_argument("dirs", nargs="+", metavar="DIR", help="results/<experiment> folder(s)")
+    p_collect.add_argument(
+        "--run-files-only",
+        action="store_true",
+        help="drop recorded runs that no run file backs (after deleting a run's file)",
+    )
     args = parser.parse_args(argv)
     for directory in args.dirs:
         try:
-            table = collect(directory)
+            table = collect(directory, keep_recorded=not args.run_files_only)
         except (FileNotFoundError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

@@ -5,7 +5,8 @@ Layout of ``<results_dir>/<experiment>/``::
     runs/<run_id>.parquet   tidy rows of one run (written last: its presence marks the run done)
     runs/<run_id>.yaml      the run's resolved config
     runs/<run_id>.json      provenance and timings of the run
-    results.parquet         all run files concatenated (rebuilt by :func:`collect`)
+    results.parquet         all run files concatenated (rebuilt by :func:`collect`), and the
+                            recorded runs no run file backs (a clone of committed results)
 
 Every file is written to a temporary name in the same folder and renamed into place, so a reader
 (or a restarted sweep) sees either the whole file or none of it, even when parallel workers or a
@@ -122,12 +123,16 @@ def write_run_record(
     return cfg_path, rec_path
 
 
-def collect(experiment_dir: str | os.PathLike[str]) -> pd.DataFrame:
+def collect(experiment_dir: str | os.PathLike[str], *, keep_recorded: bool = True) -> pd.DataFrame:
     """Rebuild ``<experiment_dir>/results.parquet`` from the run files and return it.
 
-    The consolidated file is always derived, never appended to: runs killed before their rows
-    file was renamed into place simply do not appear, and re-running :func:`collect` is
-    idempotent. Temporary files of runs in flight are ignored.
+    The consolidated file is derived, never appended to: runs killed before their rows file was
+    renamed into place simply do not appear, a rewritten run replaces its rows, and re-running
+    :func:`collect` is idempotent. Temporary files of runs in flight are ignored. Run files are
+    not committed (``runs/`` is ignored), so a clone of committed results holds rows no run file
+    backs: with ``keep_recorded`` those runs are kept, so that adding one point to a cloned
+    experiment does not drop the rest; without it the table holds run files only (the way to
+    drop a run: delete its run file, then collect with ``keep_recorded=False``).
 
     Raises:
         FileNotFoundError: ``experiment_dir`` does not exist.
@@ -145,12 +150,32 @@ def collect(experiment_dir: str | os.PathLike[str]) -> pd.DataFrame:
         check_rows(frame, where=str(path))
         frames.append(frame)
     frames = [f for f in frames if len(f)]
+    if keep_recorded:
+        frames = _recorded_only(experiment_dir, frames) + frames
     if frames:
         table = pd.concat(frames, ignore_index=True)
     else:
         table = pd.DataFrame({c: pd.Series(dtype="object") for c in ROW_COLUMNS})
     atomic_write_bytes(experiment_dir / RESULTS_FILE, table.to_parquet(index=False))
     return table
+
+
+def _recorded_only(experiment_dir: Path, run_frames: list[pd.DataFrame]) -> list[pd.DataFrame]:
+    """The rows of the existing consolidated file whose runs have no run file."""
+    path = experiment_dir / RESULTS_FILE
+    if not path.is_file():
+        return []
+    try:
+        recorded = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise ValueError(
+            f"{path} is not a readable parquet file ({exc}); rebuild it from the run files "
+            "alone with python -m benchmark.results collect --run-files-only <its folder>"
+        ) from exc
+    check_rows(recorded, where=str(path))
+    filed = {run for frame in run_frames for run in frame["run_id"].unique()}
+    kept = recorded[~recorded["run_id"].isin(filed)]
+    return [kept] if len(kept) else []
 
 
 def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -176,7 +201,7 @@ def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         raise ValueError(
             f"{path} is not a readable parquet file ({exc}); rebuild it from the run files with "
-            "python -m benchmark.results collect <its folder>"
+            "python -m benchmark.results collect --run-files-only <its folder>"
         ) from exc
     missing = [c for c in ("model", "metric", "value") if c not in frame.columns]
     if missing:

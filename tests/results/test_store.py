@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pandas as pd
 import pytest
 
@@ -58,6 +60,31 @@ def test_collect_rebuilds_from_run_files_only(tmp_path):
     # rewriting a run replaces its rows instead of appending them
     write_run_rows(_rows("a", 2), tmp_path, "a")
     assert len(collect(tmp_path)) == 5
+
+
+def test_collect_keeps_recorded_runs_that_no_run_file_backs(tmp_path):
+    """A clone of committed results has results.parquet but no runs/: one more point must not
+    drop the rest, and a run's own file still replaces its recorded rows."""
+    write_run_rows(_rows("old", 2), tmp_path, "old")
+    write_run_rows(_rows("kept", 3), tmp_path, "kept")
+    collect(tmp_path)
+    shutil.rmtree(tmp_path / "runs")  # what a fresh clone holds
+    write_run_rows(_rows("new", 4), tmp_path, "new")
+    write_run_rows(_rows("old", 1), tmp_path, "old")
+    table = collect(tmp_path)
+    assert table.groupby("run_id").size().to_dict() == {"kept": 3, "new": 4, "old": 1}
+    pd.testing.assert_frame_equal(collect(tmp_path), table)
+    only = collect(tmp_path, keep_recorded=False)
+    assert sorted(only["run_id"].unique()) == ["new", "old"]
+    assert results_main(["collect", "--run-files-only", str(tmp_path)]) == 0
+
+
+def test_an_unreadable_consolidated_file_names_the_way_out(tmp_path):
+    write_run_rows(_rows("a", 2), tmp_path, "a")
+    (tmp_path / RESULTS_FILE).write_bytes(b"truncated")
+    with pytest.raises(ValueError, match="--run-files-only"):
+        collect(tmp_path)
+    assert len(collect(tmp_path, keep_recorded=False)) == 2
 
 
 def test_collect_of_an_empty_experiment_has_the_schema(tmp_path):
