@@ -1,9 +1,9 @@
 """Mean DSC against the number of calibration patches: how much calibration data a setting needs.
 
 One panel per model, one line per quantized setting (precision x granularity, and observer,
-algorithm or any other spec field where the rows vary them) over ``calib_n`` on a log-2 axis, with 95 % bootstrap bands
-over cases and FP32 dashed; drawn from ``experiment=calib_size`` or any sweep over
-``calibration.n``.
+algorithm or any other spec field where the rows vary them) over ``calib_n`` on a log-2 axis,
+with 95 % bootstrap bands over cases and FP32 dashed; drawn from ``experiment=calib_size`` or
+any sweep over ``calibration.n``.
 """
 
 from __future__ import annotations
