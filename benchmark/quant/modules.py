@@ -4,9 +4,9 @@ A layer is quantized by swapping the class of its (deep-copied) instance for a s
 here and attaching two child quantizers: ``input_quant`` (an
 :class:`~benchmark.quant.quantizer.ActivationQuantizer`) and ``weight_quant`` (a cached
 :class:`~benchmark.quant.weight_quantizer.WeightQuantizer`). Swapping the class instead of
-wrapping the module keeps every parameter name, so checkpoints load into a quantized model unchanged and
-``named_modules`` reads the same. Only exact types are swapped: a subclass with its own forward
-would lose that forward.
+wrapping the module keeps every parameter name, so checkpoints load into a quantized model
+unchanged and ``named_modules`` reads the same. Only exact types are swapped: a subclass with
+its own forward would lose that forward.
 
 Each layer states its operator kind (``conv``, ``conv_1x1``, ``conv_transposed``, ``linear``)
 and its operand layouts; :mod:`benchmark.quant.operands` builds the quantizers from the spec's

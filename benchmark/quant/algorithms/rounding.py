@@ -1,9 +1,9 @@
 """A layer's own weight grid, learned rounding on it (AdaRound's variables), and baking a
 solution into the float weight so that the layer's weight quantizer reproduces it exactly.
 
-**The grid** is the one the layer's
-:class:`~benchmark.quant.weight_quantizer.WeightQuantizer` uses (its min-max scale and zero
-point per group, its bits), so GPTQ, AdaRound and BRECQ change codes, never scales. A solution is baked as ``weight := (codes - z) * s``. Requantizing that
+**The grid** is the one the layer's :class:`~benchmark.quant.weight_quantizer.WeightQuantizer`
+uses (its min-max scale and zero point per group, its bits), so GPTQ, AdaRound and BRECQ change
+codes, never scales. A solution is baked as ``weight := (codes - z) * s``. Requantizing that
 weight finds the same min-max range, hence the same scale and codes, only if each scale group's
 extreme keeps the end of the grid: the element of largest ``|w|`` (symmetric grid) keeps its
 round-to-nearest code ``±q_max``; on an asymmetric grid the group minimum keeps ``q_min`` and
