@@ -165,17 +165,22 @@ def _recorded_only(experiment_dir: Path, run_frames: list[pd.DataFrame]) -> list
     path = experiment_dir / RESULTS_FILE
     if not path.is_file():
         return []
+    recorded = _read_parquet(path)
+    check_rows(recorded, where=str(path))
+    filed = {run for frame in run_frames for run in frame["run_id"].unique()}
+    kept = recorded[~recorded["run_id"].isin(filed)]
+    return [kept] if len(kept) else []
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    """A parquet file, or a one-line ValueError that names the way to rebuild it."""
     try:
-        recorded = pd.read_parquet(path)
+        return pd.read_parquet(path)
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         raise ValueError(
             f"{path} is not a readable parquet file ({exc}); rebuild it from the run files "
             "alone with python -m benchmark.results collect --run-files-only <its folder>"
         ) from exc
-    check_rows(recorded, where=str(path))
-    filed = {run for frame in run_frames for run in frame["run_id"].unique()}
-    kept = recorded[~recorded["run_id"].isin(filed)]
-    return [kept] if len(kept) else []
 
 
 def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -196,13 +201,7 @@ def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
         raise FileNotFoundError(
             f"no results at {path}; pass a results.parquet or a results/<experiment> folder"
         )
-    try:
-        frame = pd.read_parquet(path)
-    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        raise ValueError(
-            f"{path} is not a readable parquet file ({exc}); rebuild it from the run files with "
-            "python -m benchmark.results collect --run-files-only <its folder>"
-        ) from exc
+    frame = _read_parquet(path)
     missing = [c for c in ("model", "metric", "value") if c not in frame.columns]
     if missing:
         raise ValueError(f"{path} is not a tidy results file: no column(s) {missing}")
