@@ -8,7 +8,10 @@ do not average out, a quantized layer's output is shifted per output channel by
 execution order, the mean over the calibration batches (and every voxel or token) of quantized
 minus float output is subtracted from the layer's bias, per output channel. Layer by layer, so
 each shift is measured with the layers before it already corrected; the float outputs are the
-float network's (every quantizer bypassed), taken in one pass before any bias changes. After
+float network's (every quantizer bypassed, weights a rounding method baked replaced by the FP32
+weights kept beside them), taken in one pass before any bias changes. It is an ``optimise``
+hook, so it runs in the composition's order: listed after GPTQ, AdaRound or BRECQ
+(``[tuned_rtn, gptq, bias_correction]``) it corrects the weights they chose. After
 its correction a layer's mean output error on the calibration set is zero up to float32
 rounding, the last layer's included: the logits' mean error per class vanishes.
 
@@ -122,7 +125,10 @@ class BiasCorrection(Algorithm):
                     module.bias.add_(applied)
                     applied.zero_()
 
-    def adjust_ranges(self, qmodel: nn.Module, batches: Sequence[torch.Tensor]) -> None:
+    def optimise(self, qmodel: nn.Module, batches: Sequence[torch.Tensor]) -> None:
+        """An ``optimise`` hook, so it runs in the composition's order: after a rounding
+        method listed before it (``[tuned_rtn, gptq, bias_correction]``), it corrects the mean
+        error of the weights that method chose."""
         layers = correctable_layers(trace(qmodel, batches[0][:1]))
         if not layers:
             return

@@ -61,7 +61,7 @@ from monai.losses import DiceCELoss
 from torch import nn
 from tqdm.auto import tqdm
 
-from benchmark.quant.algorithms.base import Algorithm, register_algorithm
+from benchmark.quant.algorithms.base import FLOAT_WEIGHT, Algorithm, register_algorithm
 from benchmark.quant.errors import QuantError
 from benchmark.quant.qat import (
     DYNAMIC_CHOICES,
@@ -236,6 +236,8 @@ def _teacher(qmodel: nn.Module, fp32_model: nn.Module | None) -> nn.Module:
     for module in teacher.modules():
         if isinstance(module, (ActivationQuantizer, WeightQuantizer)):
             module.enabled = False
+        if getattr(module, FLOAT_WEIGHT, None) is not None:  # a weight a method rounded
+            module.weight.data = getattr(module, FLOAT_WEIGHT)
     return teacher.eval().requires_grad_(False)
 
 

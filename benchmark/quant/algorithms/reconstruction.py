@@ -21,7 +21,9 @@ transformer block (11 layers; ``max_block_layers: 11`` keeps them whole). Blocks
 order a forward calls them; a block reached by no calibration batch is left as it is.
 
 **How**: for each block, its inputs in the quantized model (earlier blocks already
-reconstructed) and its FP32 outputs (FP32 model, FP32 inputs) are collected on the calibration
+reconstructed) and its FP32 outputs (FP32 model, FP32 inputs: the earlier blocks' FP32
+weights are kept when their rounding is baked, see
+:func:`~benchmark.quant.algorithms.base.float_reference`) are collected on the calibration
 batches; Adam then minimises a reconstruction loss plus AdaRound's rounding regulariser (see
 :mod:`benchmark.quant.algorithms.adaround`). ``loss: block`` is the squared error of the block
 output relative to the FP32 output's energy; ``loss: prediction`` is the per-voxel KL

@@ -2,13 +2,22 @@
 solution into the float weight so that the layer's weight quantizer reproduces it exactly.
 
 **The grid** is the one the layer's :class:`~benchmark.quant.weight_quantizer.WeightQuantizer`
-uses (its min-max scale and zero point per group, its bits), so GPTQ, AdaRound and BRECQ change
-codes, never scales. A solution is baked as ``weight := (codes - z) * s``. Requantizing that
-weight finds the same min-max range, hence the same scale and codes, only if each scale group's
-extreme keeps the end of the grid: the element of largest ``|w|`` (symmetric grid) keeps its
-round-to-nearest code ``±q_max``; on an asymmetric grid the group minimum keeps ``q_min`` and
-the maximum ``q_max``. These *pinned* elements (one or two per group) are excluded from the
-optimisation; :func:`bake` checks that the quantizer's codes equal the solution.
+uses (its scale and zero point per group, its bits), so GPTQ, AdaRound and BRECQ change codes,
+never scales. A solution is baked as ``weight := (codes - z) * s``, and the quantizer must find
+the same codes in that weight again. Two kinds of grid make sure it does:
+
+- a *min-max* grid is recomputed from the weight's range, which stays the same only if each
+  scale group's extreme keeps the end of the grid: the element of largest ``|w|`` (symmetric
+  grid) keeps its round-to-nearest code ``±q_max``; on an asymmetric grid the group minimum
+  keeps ``q_min`` and the maximum ``q_max``. These *pinned* elements (one or two per group) are
+  excluded from the optimisation;
+- a *searched* grid (``weight_observer: mse``, as ``tuned_rtn`` sets it) would be searched
+  again on the rewritten weight and move, so it is *frozen*: the scale and zero point searched
+  on the original weight become the quantizer's stored ``scale``/``zero_point`` (the buffers a
+  QAT result uses too, saved with the ranges), and no element is pinned. A grid stored already
+  (after QAT) is used as it is.
+
+:func:`bake` checks that the quantizer's codes equal the solution.
 
 **Learned rounding** (Nagel et al. 2020, "Up or Down? Adaptive Rounding for Post-Training
 Quantization"): each weight rounds to ``floor(w/s) + h(V)`` with the rectified sigmoid
@@ -28,12 +37,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from benchmark.quant.algorithms.base import keep_float_weight
 from benchmark.quant.errors import QuantError
 from benchmark.quant.weight_quantizer import WeightQuantizer
 
 __all__ = [
     "WeightGrid",
     "weight_grid",
+    "freeze_grid",
     "bake",
     "SoftRounding",
     "rounding_for",
@@ -82,11 +93,6 @@ def _check_quantizer(layer: nn.Module) -> WeightQuantizer:
             f"{label}: rounding optimisation needs an integer weight grid (wNaM), not "
             f"{type(quantizer).__name__}; use an integer precision such as w4a8"
         )
-    if quantizer.observer_kind != "minmax":
-        raise QuantError(
-            f"{label}: weight_observer={quantizer.observer_kind!r} searches the range again "
-            "after the weight is rewritten; use weight_observer='minmax' with this algorithm"
-        )
     if quantizer.transforms:
         raise QuantError(
             f"{label}: the weight quantizer has transforms, so a solution cannot be baked "
@@ -95,15 +101,33 @@ def _check_quantizer(layer: nn.Module) -> WeightQuantizer:
     return quantizer
 
 
+def freeze_grid(quantizer: WeightQuantizer, weight: torch.Tensor) -> None:
+    """Store the grid ``quantizer`` computes for ``weight`` (its searched scale and zero
+    point) as the quantizer's fixed ``scale``/``zero_point``: later rewrites of the weight are
+    quantized on this grid instead of a new search."""
+    _, scale, zero_point = quantizer.codes(weight)
+    quantizer.scale = scale.detach().clone()
+    quantizer.zero_point = zero_point.detach().clone()
+    quantizer.invalidate()
+
+
 def weight_grid(layer: nn.Module) -> WeightGrid:
-    """The grid of ``layer``'s weight quantizer on its current weight, with pinned extremes.
+    """The grid of ``layer``'s weight quantizer on its current weight: a min-max grid with
+    pinned extremes, a searched one frozen first (module docstring).
 
     Raises:
-        QuantError: not an integer min-max grid, or the quantizer has transforms.
+        QuantError: not an integer grid, or the quantizer has transforms.
     """
     quantizer = _check_quantizer(layer)
+    if quantizer.scale is None and quantizer.observer_kind != "minmax":
+        freeze_grid(quantizer, layer.weight)
     w = layer.weight.detach().float()
     codes, scale, zero_point = quantizer.codes(layer.weight)
+    if quantizer.scale is not None:  # a stored grid: nothing moves it, nothing to pin
+        scale = scale.float().expand_as(w).contiguous()
+        zero_point = zero_point.float().expand_as(w).contiguous()
+        nothing = torch.zeros_like(w, dtype=torch.bool)
+        return WeightGrid(scale, zero_point, quantizer.qmin, quantizer.qmax, nothing, codes.clone())
     group_dims = tuple(d for d in range(w.ndim) if scale.ndim == w.ndim and scale.shape[d] == 1)
     if scale.ndim != w.ndim:
         group_dims = tuple(range(w.ndim))
@@ -126,11 +150,13 @@ def weight_grid(layer: nn.Module) -> WeightGrid:
 
 
 def bake(layer: nn.Module, grid: WeightGrid, codes: torch.Tensor) -> None:
-    """``weight := (codes - z) * s``; the weight quantizer must then give back ``codes``.
+    """``weight := (codes - z) * s``; the weight quantizer must then give back ``codes``. The
+    FP32 weight stays beside it for :func:`~benchmark.quant.algorithms.base.float_reference`.
 
     Raises:
         QuantError: the quantizer derives other codes from the baked weight.
     """
+    keep_float_weight(layer)
     with torch.no_grad():
         layer.weight.copy_(grid.dequantize(codes).to(layer.weight.dtype))
     layer.weight_quant.invalidate()

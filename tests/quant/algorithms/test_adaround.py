@@ -25,14 +25,21 @@ def _layer_error(layer_model, qmodel, volumes) -> float:
         return sum(float((qmodel(x) - layer_model(x)).square().sum()) for x in volumes)
 
 
-@pytest.mark.parametrize("precision", ["w4a16", "w3a16"])
-def test_adaround_reconstructs_a_conv_layer_on_held_out_inputs_better_than_rounding(precision):
+@pytest.mark.parametrize(
+    ("precision", "weight_observer"), [("w4a16", "minmax"), ("w3a16", "minmax"), ("w3a16", "mse")]
+)
+def test_adaround_reconstructs_a_conv_layer_on_held_out_inputs_better_than_rounding(
+    precision, weight_observer
+):
+    """On a min-max grid and on a searched one (frozen before the rounding is learned)."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv3d(4, 8, 3, padding=1)).eval()
     calib, held_out = _smooth_volumes(6, seed=1), _smooth_volumes(4, seed=2)
     errors = {}
     for algorithm in ("none", "adaround"):
-        spec = QuantSpec(precision, "per_tensor", algorithm=algorithm)
+        spec = QuantSpec(
+            precision, "per_tensor", algorithm=algorithm, weight_observer=weight_observer
+        )
         errors[algorithm] = _layer_error(model, calibrate(quantize(model, spec), calib), held_out)
     assert errors["adaround"] < 0.7 * errors["none"], errors
 

@@ -168,6 +168,24 @@ def test_bias_correction_gives_bias_free_layers_a_bias():
     assert float(error.mean(dim=(0, 2, 3, 4)).abs().max()) < 1e-5
 
 
+def test_bias_correction_after_a_rounding_method_corrects_the_weights_that_method_chose():
+    """``gptq+bias_correction``: the correction is measured on GPTQ's weights (both are
+    ``optimise`` hooks, run in the composition's order), so the final model's mean output error
+    is zero; measured before GPTQ rewrote the weights it would not be."""
+    model = nn.Sequential(nn.Conv3d(1, 6, 3, padding=1), nn.ReLU(), nn.Conv3d(6, 3, 3, padding=1))
+    batches = volume_batches()
+    qmodel = calibrate(
+        quantize(model.eval(), QuantSpec("w3a8", algorithm="gptq+bias_correction")), batches
+    )
+    gptq_only = calibrate(quantize(model, QuantSpec("w3a8", algorithm="gptq")), batches)
+    assert torch.equal(qmodel[2].weight, gptq_only[2].weight)
+    reference = torch.cat(_outputs(model, batches))
+    error = torch.cat(_outputs(qmodel, batches)) - reference
+    before = torch.cat(_outputs(gptq_only, batches)) - reference
+    assert float(error.mean(dim=(0, 2, 3, 4)).abs().max()) < 1e-5
+    assert float(before.mean(dim=(0, 2, 3, 4)).abs().max()) > 1e-4
+
+
 def test_compositions_apply_each_method():
     model = Hybrid().eval()
     batches = volume_batches()

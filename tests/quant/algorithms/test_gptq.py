@@ -9,7 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.quant import QuantError, QuantSpec, calibrate, load_ranges, quantize, save_ranges
+from benchmark.quant import (
+    QuantError,
+    QuantSpec,
+    calibrate,
+    float_reference,
+    load_ranges,
+    quantize,
+    save_ranges,
+)
 from benchmark.quant.algorithms.layer_inputs import input_columns, weight_matrix
 from benchmark.quant.weight_quantizer import WeightQuantizer
 
@@ -186,3 +194,59 @@ def test_gptq_is_deterministic_and_refuses_unknown_options():
     spec = QuantSpec("w4a8", algorithm="gptq", algorithm_options={"dampening": 0.1})
     with pytest.raises(QuantError, match="unknown option"):
         calibrate(quantize(model, spec), calib)
+
+
+def test_gptq_on_a_searched_weight_grid_keeps_that_grid_and_beats_its_round_to_nearest(tmp_path):
+    """With ``weight_observer='mse'`` the grid searched on the original weight is frozen (a
+    search on the rewritten weight would move it): every baked weight requantizes to the GPTQ
+    codes on exactly the scale a fresh search of the FP32 weight finds, the held-out error is
+    below round to nearest on that grid, and the cached state reproduces the model."""
+    model = _conv_model()
+    calib, held_out = _volumes(6, seed=1), _volumes(4, seed=2)
+    qmodels = {
+        alg: calibrate(
+            quantize(model, QuantSpec("w3a16", algorithm=alg, weight_observer="mse")),
+            calib,
+        )
+        for alg in ("none", "gptq")
+    }
+    originals = dict(model.named_modules())
+    changed = 0
+    for name, layer in qmodels["gptq"].named_modules():
+        if not hasattr(layer, "weight_quant"):
+            continue
+        searched = WeightQuantizer(3, layer.weight_quant.granularity, "symmetric", "mse")
+        _, scale, _ = searched.codes(originals[name].weight)
+        assert torch.equal(layer.weight_quant.scale, scale), name
+        codes = layer.weight_quant.codes(layer.weight)[0]
+        rtn_codes = searched.codes(originals[name].weight)[0]
+        changed += int((codes != rtn_codes).sum())
+        assert torch.equal(layer.weight_quant(layer.weight), layer.weight.detach()), name
+    assert changed > 0
+    with torch.no_grad():
+        errors = {
+            alg: sum(float((q(x) - model(x)).square().sum()) for x in held_out)
+            for alg, q in qmodels.items()
+        }
+    assert errors["gptq"] < 0.95 * errors["none"], errors
+    spec = QuantSpec("w3a16", algorithm="gptq", weight_observer="mse")
+    loaded = load_ranges(quantize(model, spec), save_ranges(qmodels["gptq"], tmp_path / "r.pt"))
+    with torch.no_grad():
+        assert torch.equal(loaded(held_out[0]), qmodels["gptq"](held_out[0]))
+
+
+def test_the_float_reference_of_a_rounded_model_is_still_the_fp32_network():
+    """GPTQ bakes codes into the float weights; the methods after it (bias correction, BRECQ's
+    later blocks) fit to ``float_reference``, which must compute the FP32 function, and the
+    quantized forward must still use the baked weights."""
+    model = _conv_model()
+    calib = _volumes(3, seed=1)
+    qmodel = calibrate(quantize(model, QuantSpec("w3a8", algorithm="gptq")), calib)
+    x = _volumes(1, seed=5)[0]
+    plain = calibrate(quantize(model, QuantSpec("w3a8")), calib)
+    with torch.no_grad():
+        quantized = qmodel(x)
+        with float_reference(qmodel):
+            assert torch.equal(qmodel(x), model(x))
+        assert torch.equal(qmodel(x), quantized)
+        assert not torch.equal(quantized, plain(x))
