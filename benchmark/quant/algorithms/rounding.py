@@ -123,30 +123,34 @@ def weight_grid(layer: nn.Module) -> WeightGrid:
         freeze_grid(quantizer, layer.weight)
     w = layer.weight.detach().float()
     codes, scale, zero_point = quantizer.codes(layer.weight)
-    if quantizer.scale is not None:  # a stored grid: nothing moves it, nothing to pin
-        scale = scale.float().expand_as(w).contiguous()
-        zero_point = zero_point.float().expand_as(w).contiguous()
-        nothing = torch.zeros_like(w, dtype=torch.bool)
-        return WeightGrid(scale, zero_point, quantizer.qmin, quantizer.qmax, nothing, codes.clone())
+    if quantizer.scale is None:
+        pinned, pinned_codes = _range_ends(quantizer, w, codes, scale)
+    else:  # a stored grid: nothing moves it, nothing to pin
+        pinned, pinned_codes = torch.zeros_like(w, dtype=torch.bool), codes.clone()
+    scale = scale.float().expand_as(w).contiguous()
+    zero_point = zero_point.float().expand_as(w).contiguous()
+    return WeightGrid(scale, zero_point, quantizer.qmin, quantizer.qmax, pinned, pinned_codes)
+
+
+def _range_ends(
+    quantizer: WeightQuantizer, w: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(pinned, pinned_codes)`` of a min-max grid: each scale group's extremes keep the ends
+    of the grid, so that the baked weight has the same range."""
     group_dims = tuple(d for d in range(w.ndim) if scale.ndim == w.ndim and scale.shape[d] == 1)
     if scale.ndim != w.ndim:
         group_dims = tuple(range(w.ndim))
-    scale = scale.float().expand_as(w).contiguous()
-    zero_point = zero_point.float().expand_as(w).contiguous()
-    pinned = torch.zeros_like(w, dtype=torch.bool)
     pinned_codes = codes.clone()
     if quantizer.mapping == "symmetric":
         magnitude = w.abs()
         top = magnitude.amax(dim=group_dims, keepdim=True) if group_dims else magnitude
-        pinned = (magnitude == top) & (top > 0)
-    else:
-        high = w.amax(dim=group_dims, keepdim=True) if group_dims else w
-        low = w.amin(dim=group_dims, keepdim=True) if group_dims else w
-        at_high, at_low = (w == high) & (high > 0), (w == low) & (low < 0)
-        pinned = at_high | at_low
-        pinned_codes = torch.where(at_high, float(quantizer.qmax), pinned_codes)
-        pinned_codes = torch.where(at_low, float(quantizer.qmin), pinned_codes)
-    return WeightGrid(scale, zero_point, quantizer.qmin, quantizer.qmax, pinned, pinned_codes)
+        return (magnitude == top) & (top > 0), pinned_codes
+    high = w.amax(dim=group_dims, keepdim=True) if group_dims else w
+    low = w.amin(dim=group_dims, keepdim=True) if group_dims else w
+    at_high, at_low = (w == high) & (high > 0), (w == low) & (low < 0)
+    pinned_codes = torch.where(at_high, float(quantizer.qmax), pinned_codes)
+    pinned_codes = torch.where(at_low, float(quantizer.qmin), pinned_codes)
+    return at_high | at_low, pinned_codes
 
 
 def bake(layer: nn.Module, grid: WeightGrid, codes: torch.Tensor) -> None:
