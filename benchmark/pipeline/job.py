@@ -34,6 +34,7 @@ from benchmark.points import cache
 from benchmark.points.context import RunContext, point_columns
 from benchmark.results import (
     ROW_COLUMNS,
+    recorded_weights,
     run_done,
     run_path,
     write_json,
@@ -159,6 +160,7 @@ def _run_task(
         "config_hash": context.config_hash,
         "spec": point.spec.to_dict(),
         "output_dir": output_dir,
+        "weights": context.weights,
         "wall_s": time.perf_counter() - start,
     }
     for key in ("calibration_s", "inference_s", "scoring_s"):
@@ -167,6 +169,25 @@ def _run_task(
     write_run_record(context.experiment_dir, context.run_id, point.resolved_yaml, record)
     write_run_rows(rows, context.experiment_dir, context.run_id)
     return rows
+
+
+def _done_with_these_weights(context: RunContext) -> bool:
+    """Whether the run exists and was made with the weights it would load now. The config hash
+    names the checkpoint, not what it holds: retrained or replaced weights make the run again
+    rather than keep its old rows (records from before runs recorded their weights count as
+    made with these)."""
+    if not run_done(context.experiment_dir, context.run_id):
+        return False
+    made_with = recorded_weights(context.experiment_dir, context.run_id)
+    if made_with is None or made_with == context.weights:
+        return True
+    log.warning(
+        "%s was made with other weights (%s, now %s): running it again",
+        context.run_id,
+        made_with,
+        context.weights,
+    )
+    return False
 
 
 def run_job(
@@ -225,7 +246,7 @@ def run_job(
             write_json(status_path, status)
         rows_path = run_path(context.experiment_dir, context.run_id)
         with cache.locked(rows_path):
-            if point.run.skip_existing and run_done(context.experiment_dir, context.run_id):
+            if point.run.skip_existing and _done_with_these_weights(context):
                 status["status"] = "skipped"
                 log.info("skipped %s: %s exists (same config hash)", context.run_id, rows_path)
             else:

@@ -25,11 +25,16 @@ from benchmark.results import atomic_write_bytes, config_hash
 __all__ = [
     "cache_root",
     "checkpoint_fingerprint",
+    "content_digest",
     "entry_key",
     "load_labels",
     "locked",
     "save_labels",
 ]
+
+
+#: files up to this size enter :func:`content_digest` whole
+_WHOLE_FILE_BYTES = 256 << 20
 
 
 def cache_root(cache_dir: str | None) -> Path:
@@ -90,6 +95,38 @@ def checkpoint_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
         files = sorted(p for p in path.rglob("*") if p.is_file())
         return {"path": str(path), "files": [_file_identity(p, path) for p in files]}
     return {"path": str(path), **_file_identity(path, path.parent)}
+
+
+def content_digest(path: str | os.PathLike[str]) -> str:
+    """16 hex digits naming what a weights file or folder holds, not where it lies or when it was
+    written (unlike :func:`checkpoint_fingerprint`), so a clone or a copy of a checkpoint keeps
+    its digest and only other weights change it. A file up to 256 MiB is hashed whole; the files
+    of a folder (nnU-Net results, MONAI bundles, with their logs and validation outputs) and
+    larger files by size and first MiB, as in the fingerprint: retrained weights change both.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (named in the message).
+    """
+    path = Path(path).expanduser().resolve()
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; check model.checkpoint")
+    if path.is_dir():  # which file holds what matters
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        content = [(str(p.relative_to(path)), _content_hash(p, whole=False)) for p in files]
+    else:  # the name of a single file does not
+        content = [_content_hash(path, whole=path.stat().st_size <= _WHOLE_FILE_BYTES)]
+    return hashlib.sha256(repr(content).encode()).hexdigest()[:16]
+
+
+def _content_hash(path: Path, whole: bool) -> str:
+    digest = hashlib.sha256(str(path.stat().st_size).encode())
+    with open(path, "rb") as fh:
+        if not whole:
+            digest.update(fh.read(1 << 20))
+        else:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def _file_identity(path: Path, root: Path) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from benchmark.points.sources import weights_digest
 from benchmark.results import provenance
 from benchmark.schema import RunPoint
 
@@ -20,15 +21,17 @@ class RunContext:
     Attributes:
         point: the run.
         provenance: :func:`benchmark.results.provenance` (commit, created, hardware, ...).
+        weights: :func:`~benchmark.points.sources.weights_digest` of the run's weights.
     """
 
     point: RunPoint
     provenance: dict[str, Any]
+    weights: str | None = None
 
     @classmethod
     def start(cls, point: RunPoint) -> RunContext:
         """The context of a run starting now."""
-        return cls(point=point, provenance=provenance())
+        return cls(point=point, provenance=provenance(), weights=weights_digest(point))
 
     @property
     def run_id(self) -> str:
@@ -97,6 +100,7 @@ def point_columns(
             "created": prov["created"],
             "package_version": prov["package_version"],
             "hardware": f"{point.inference.device}; {prov['hardware']}",
+            "weights": context.weights,
         }
     )
     return columns

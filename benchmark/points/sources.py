@@ -54,6 +54,8 @@ __all__ = [
     "open_source",
     "registry_identity",
     "roi_size",
+    "weights_digest",
+    "weights_path",
     "window_probabilities",
 ]
 
@@ -167,18 +169,35 @@ def _columns(point: RunPoint, roi: list[int], mirroring: tuple[int, ...], fold: 
     }
 
 
-def registry_identity(point: RunPoint) -> dict[str, Any]:
-    """What determines a registry network's weights: its config plus the checkpoint's identity."""
+def weights_path(point: RunPoint) -> Path | None:
+    """The file or folder the run's weights come from; ``None`` for a random initialisation."""
     checkpoint = point.model.checkpoint
     if checkpoint is None:
-        weights: Any = {"random_init_seed": int(point.seed)}
-    else:
-        path = (
-            models_layer.shipped_weights_path(point.model.name)
-            if checkpoint == "shipped"
-            else Path(checkpoint)
-        )
-        weights = cache.checkpoint_fingerprint(path)
+        return None
+    if checkpoint == "shipped":
+        return models_layer.shipped_weights_path(point.model.name)
+    return Path(str(checkpoint)).expanduser()
+
+
+def weights_digest(point: RunPoint) -> str | None:
+    """:func:`~benchmark.points.cache.content_digest` of the run's weights, recorded with every
+    run so that results made with other (older, retrained) weights can be told apart; for a
+    random initialisation, ``init-<seed>``; ``None`` when the checkpoint is missing (loading
+    it then raises the error that says how to make it)."""
+    path = weights_path(point)
+    if path is None:
+        return f"init-{int(point.seed)}"
+    return cache.content_digest(path) if path.exists() else None
+
+
+def registry_identity(point: RunPoint) -> dict[str, Any]:
+    """What determines a registry network's weights: its config plus the checkpoint's identity."""
+    path = weights_path(point)
+    weights: Any = (
+        {"random_init_seed": int(point.seed)}
+        if path is None
+        else cache.checkpoint_fingerprint(path)
+    )
     model = asdict(point.model)
     for key in ("fold", "checkpoint_name"):
         if model.get(key) is None:  # unset: keys made before these fields stay valid

@@ -23,6 +23,7 @@ from benchmark.errors import run_cli
 from benchmark.report.baseline import cached_baselines
 from benchmark.report.render import FORMATS, table_text
 from benchmark.report.table import read_published
+from benchmark.report.weights import mixed_weights_notes
 from benchmark.results import read_results
 
 __all__ = ["PUBLISHED", "main"]
@@ -78,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"published figures beside ours: {published_path}", file=sys.stderr)
     path = Path(args.results)
     baselines, notes = cached_baselines(results, path if path.is_dir() else path.parent)
-    for note in notes:
+    for note in [*notes, *mixed_weights_notes(results)]:
         print(note, file=sys.stderr)
     if len(baselines):
         results = pd.concat([results, baselines], ignore_index=True)

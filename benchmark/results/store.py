@@ -31,6 +31,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "collect",
+    "recorded_weights",
     "run_done",
     "run_path",
     "write_json",
@@ -83,6 +84,16 @@ def run_path(experiment_dir: str | os.PathLike[str], run_id: str, suffix: str = 
 def run_done(experiment_dir: str | os.PathLike[str], run_id: str) -> bool:
     """Whether the run's rows file exists (it is written last, so the run is complete)."""
     return run_path(experiment_dir, run_id).is_file()
+
+
+def recorded_weights(experiment_dir: str | os.PathLike[str], run_id: str) -> str | None:
+    """The weights digest a finished run was made with (its record's ``weights``); ``None`` for
+    records written before runs recorded it, or a missing or unreadable record."""
+    path = run_path(experiment_dir, run_id, ".json")
+    try:
+        return json.loads(path.read_text()).get("weights")
+    except (OSError, ValueError):
+        return None
 
 
 def write_run_rows(rows: pd.DataFrame, experiment_dir: str | os.PathLike[str], run_id: str) -> Path:

@@ -9,6 +9,7 @@ import pytest
 
 from benchmark.config import ConfigError
 from benchmark.pipeline.evaluate import FP32_AGREEMENT_METRIC
+from benchmark.points.cache import content_digest
 from benchmark.quant import QuantSpec, quant_table_hash
 from benchmark.results import ROW_COLUMNS, collect, run_done
 from benchmark.run import TASKS
@@ -228,3 +229,27 @@ def test_rows_carry_the_whole_spec_and_the_quantization_table(fake_layers, make_
     assert sorted(kept["module"]) == ["body.0", "head"]
     record = json.loads(table_file.with_name(f"{status['run_id']}.json").read_text())
     assert record["spec"]["keep_first_last"] is True
+
+
+def test_retrained_weights_make_a_finished_run_again(fake_layers, make_cfg, tmp_path):
+    """The config hash names the checkpoint, not what it holds: rows made with replaced weights
+    must be remade, not kept (records without a digest, from before, still count as done)."""
+    weights = tmp_path / "net.pt"
+    weights.write_bytes(b"first weights")
+    cfg = make_cfg("precision=w8a8", "granularity=adaptive", f"model.checkpoint={weights}")
+    first = run_config(cfg)
+    exp = tmp_path / "results" / "adhoc"
+    record_path = exp / "runs" / f"{first['run_id']}.json"
+    first_digest = json.loads(record_path.read_text())["weights"]
+    assert first["status"] == "ok" and first_digest == content_digest(weights)
+    assert run_config(cfg)["status"] == "skipped"
+    weights.write_bytes(b"retrained weights")
+    again = run_config(cfg)
+    assert again["status"] == "ok" and again["run_id"] == first["run_id"]
+    new_digest = json.loads(record_path.read_text())["weights"]
+    assert new_digest != first_digest
+    assert set(collect(exp)["weights"]) == {new_digest}
+    legacy = json.loads(record_path.read_text())
+    del legacy["weights"]
+    record_path.write_text(json.dumps(legacy))
+    assert run_config(cfg)["status"] == "skipped"
