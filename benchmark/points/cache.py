@@ -99,33 +99,30 @@ def checkpoint_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def content_digest(path: str | os.PathLike[str]) -> str:
     """16 hex digits naming what a weights file or folder holds, not where it lies or when it was
-    written (unlike :func:`checkpoint_fingerprint`), so a clone or a copy of a checkpoint keeps
-    its digest and only other weights change it. A file up to 256 MiB is hashed whole; the files
-    of a folder (nnU-Net results, MONAI bundles, with their logs and validation outputs) and
-    larger files by size and first MiB, as in the fingerprint: retrained weights change both.
+    written (:func:`checkpoint_fingerprint` without path and times), so a clone or a copy of a
+    checkpoint keeps its digest and only other weights change it. A file up to 256 MiB is hashed
+    whole; the files of a folder (nnU-Net results, MONAI bundles, with their logs and validation
+    outputs) and larger files enter by size and first MiB, as in the fingerprint: retrained
+    weights change both.
 
     Raises:
         FileNotFoundError: ``path`` does not exist (named in the message).
     """
-    path = Path(path).expanduser().resolve()
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; check model.checkpoint")
-    if path.is_dir():  # which file holds what matters
-        files = sorted(p for p in path.rglob("*") if p.is_file())
-        content = [(str(p.relative_to(path)), _content_hash(p, whole=False)) for p in files]
-    else:  # the name of a single file does not
-        content = [_content_hash(path, whole=path.stat().st_size <= _WHOLE_FILE_BYTES)]
+    fingerprint = checkpoint_fingerprint(path)
+    if "files" in fingerprint:  # which file holds what matters
+        content = [(f["name"], f["bytes"], f["head"]) for f in fingerprint["files"]]
+    elif fingerprint["bytes"] > _WHOLE_FILE_BYTES:  # the name of a single file does not
+        content = [(fingerprint["bytes"], fingerprint["head"])]
+    else:
+        content = [_whole_file_hash(Path(fingerprint["path"]), fingerprint["bytes"])]
     return hashlib.sha256(repr(content).encode()).hexdigest()[:16]
 
 
-def _content_hash(path: Path, whole: bool) -> str:
-    digest = hashlib.sha256(str(path.stat().st_size).encode())
+def _whole_file_hash(path: Path, size: int) -> str:
+    digest = hashlib.sha256(str(size).encode())
     with open(path, "rb") as fh:
-        if not whole:
-            digest.update(fh.read(1 << 20))
-        else:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                digest.update(block)
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
     return digest.hexdigest()
 
 
