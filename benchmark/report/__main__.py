@@ -23,7 +23,11 @@ from benchmark.errors import run_cli
 from benchmark.report.baseline import cached_baselines
 from benchmark.report.render import FORMATS, table_text
 from benchmark.report.table import read_published
-from benchmark.report.weights import mixed_weights_notes
+from benchmark.report.weights import (
+    mixed_weights_notes,
+    shipped_digests,
+    unshipped_weights_notes,
+)
 from benchmark.results import read_results
 
 __all__ = ["PUBLISHED", "main"]
@@ -79,7 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"published figures beside ours: {published_path}", file=sys.stderr)
     path = Path(args.results)
     baselines, notes = cached_baselines(results, path if path.is_dir() else path.parent)
-    for note in [*notes, *mixed_weights_notes(results)]:
+    shipped = shipped_digests(results["model"].dropna().unique())
+    weights_notes = [*mixed_weights_notes(results), *unshipped_weights_notes(results, shipped)]
+    for note in [*notes, *weights_notes]:
         print(note, file=sys.stderr)
     if len(baselines):
         results = pd.concat([results, baselines], ignore_index=True)

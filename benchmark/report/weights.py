@@ -3,9 +3,14 @@ rows with its predecessor's without saying so."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 import pandas as pd
 
-__all__ = ["mixed_weights_notes"]
+from benchmark.models import shipped_weights_path
+from benchmark.points.cache import content_digest
+
+__all__ = ["mixed_weights_notes", "shipped_digests", "unshipped_weights_notes"]
 
 
 def mixed_weights_notes(results: pd.DataFrame) -> list[str]:
@@ -25,5 +30,35 @@ def mixed_weights_notes(results: pd.DataFrame) -> list[str]:
             f"warning: {model} rows come from {rows['weights'].nunique()} sets of weights; "
             f"{len(stale)} run(s) predate the newest ({newest}), e.g. {stale[0]}: rerun the "
             "experiment to remake them"
+        )
+    return notes
+
+
+def shipped_digests(models: Iterable[str]) -> dict[str, str]:
+    """Digest of the weights shipped today for each of ``models`` that has shipped weights."""
+    paths = {model: shipped_weights_path(model) for model in models}
+    return {model: content_digest(path) for model, path in paths.items() if path.is_file()}
+
+
+def unshipped_weights_notes(results: pd.DataFrame, shipped: Mapping[str, str]) -> list[str]:
+    """One line per model some of whose rows were made with weights other than the ones shipped
+    today (``shipped``: model -> digest): after a baseline is retrained, a committed table that
+    has not been rerun describes its predecessor. Rows of runs on a user's own checkpoint of a
+    shipped model differ on purpose, so the line says how to tell."""
+    if "weights" not in results.columns:
+        return []
+    notes = []
+    for model, rows in results.dropna(subset=["weights"]).groupby("model", sort=True):
+        current = shipped.get(str(model))
+        if current is None:
+            continue
+        other = rows.loc[rows["weights"] != current]
+        if other.empty:
+            continue
+        digests = ", ".join(sorted(other["weights"].unique()))
+        notes.append(
+            f"warning: {other['run_id'].nunique()} {model} run(s) were made with weights "
+            f"{digests}, not the shipped ones ({current}): rerun the experiment to remake them "
+            "(runs on your own checkpoint differ on purpose)"
         )
     return notes

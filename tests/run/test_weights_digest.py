@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pandas as pd
 
+from benchmark.models import shipped_weights_path
 from benchmark.points.cache import content_digest
-from benchmark.report.weights import mixed_weights_notes
+from benchmark.report.__main__ import main as report_main
+from benchmark.report.weights import mixed_weights_notes, unshipped_weights_notes
+
+DEMO = Path(__file__).resolve().parents[2] / "results" / "demo" / "results.parquet"
 
 
 def test_digest_follows_content_not_path_or_time(tmp_path):
@@ -58,3 +63,31 @@ def test_report_warns_only_for_models_with_two_sets_of_weights():
     assert len(notes) == 1
     assert "tiny_unet" in notes[0] and "old-run" in notes[0] and "(bbbb)" in notes[0]
     assert mixed_weights_notes(results.drop(columns="weights")) == []
+
+
+def test_report_warns_for_rows_made_with_other_than_the_shipped_weights():
+    results = pd.DataFrame(
+        [
+            _rows("tiny_unet", "aaaa", "old-run", "2026-01-01T00:00:00"),
+            _rows("tiny_unet", "bbbb", "new-run", "2026-02-01T00:00:00"),
+            _rows("tiny_swin", "cccc", "swin-run", "2026-01-01T00:00:00"),
+            _rows("user_net", "dddd", "user-run", "2026-01-01T00:00:00"),
+        ]
+    )
+    shipped = {"tiny_unet": "bbbb", "tiny_swin": "cccc"}
+    notes = unshipped_weights_notes(results, shipped)
+    assert len(notes) == 1
+    assert "1 tiny_unet run(s)" in notes[0] and "aaaa" in notes[0] and "(bbbb)" in notes[0]
+    assert unshipped_weights_notes(results, {"tiny_unet": "aaaa"})[0].count("bbbb") == 1
+
+
+def test_report_command_compares_rows_with_the_weights_shipped_today(tmp_path, capsys):
+    rows = pd.read_parquet(DEMO)
+    swin = content_digest(shipped_weights_path("tiny_swinunetr"))
+    rows["weights"] = rows["model"].map({"tiny_swinunetr": swin, "tiny_nnunet": "0123abcd"})
+    path = tmp_path / "results.parquet"
+    rows.to_parquet(path, index=False)
+    assert report_main([str(path)]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "shipped" in line]
+    assert len(warnings) == 1
+    assert "tiny_nnunet" in warnings[0] and "0123abcd" in warnings[0]
