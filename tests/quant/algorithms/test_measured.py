@@ -42,34 +42,39 @@ def logit_errors(name, algorithms, size, n_calib, n_held):
     return errors
 
 
+# Measured at the seeds below on the baselines shipped on 2026-12-08 (tiny nnU-Net with 16/32
+# features in its first stages, SwinUNETR after 120 epochs); on the earlier, weaker baselines
+# bias correction helped the nnU-Net and equalization hurt it, and hadamard helped the SwinUNETR:
+# which closed-form method helps depends on the trained weights, so each test names its margin.
+
+
 @pytest.mark.slow
-def test_nnunet_small_inputs_only_bias_correction_helps():
-    # measured over seeds 0, 1, 2 of this setting: bias correction lowers the error every time,
-    # equalization raises it every time (reparam and smoothquant in two of three)
+def test_nnunet_small_inputs_equalization_helps_bias_correction_does_not():
+    # 32^3: none 3.479, equalization 3.292 (-5.4%), bias_correction 3.489 (+0.3%, neutral)
     errors = logit_errors(
         "tiny_nnunet", ["none", "equalization", "bias_correction"], size=32, n_calib=4, n_held=2
     )
-    assert errors["bias_correction"] < errors["none"] < errors["equalization"]
+    assert errors["equalization"] < 0.97 * errors["none"]
+    assert errors["bias_correction"] > 0.99 * errors["none"]
 
 
 @pytest.mark.slow
-def test_nnunet_methods_reduce_the_error_at_the_roi_size():
-    # measured over seeds 0, 1, 2 of this setting: every method below lowers the error (reparam
-    # the most); on phantom CT patches of the same size reparam raises it and equalization is
-    # neutral, so these gains depend on the input distribution
+def test_nnunet_equalization_and_reparam_reduce_the_error_at_the_roi_size():
+    # 64^3: none 6.194, equalization 5.715 (-7.7%), reparam 6.024 (-2.7%); smoothquant and bias
+    # correction within 0.3% of none (not asserted)
     algorithms = ["none", "equalization", "reparam", "smoothquant", "bias_correction"]
     errors = logit_errors("tiny_nnunet", algorithms, size=64, n_calib=4, n_held=2)
-    for algorithm in algorithms[1:]:
-        assert errors[algorithm] < errors["none"], algorithm
-    assert errors["reparam"] < 0.95 * errors["none"]
+    assert errors["equalization"] < 0.95 * errors["none"]
+    assert errors["reparam"] < 0.99 * errors["none"]
 
 
 @pytest.mark.slow
-def test_swinunetr_methods_reduce_the_error():
-    # measured over seeds 0 and 1 of this setting: smoothquant, hadamard and bias correction
-    # lower the error both times; reparam lowers it at seed 0 and raises it at seed 1 (not
-    # asserted); on phantom CT patches hadamard is neutral and reparam and equalization raise it
-    algorithms = ["none", "smoothquant", "hadamard", "bias_correction"]
-    errors = logit_errors("tiny_swinunetr", [*algorithms, "reparam"], 64, n_calib=4, n_held=2)
-    for algorithm in algorithms[1:]:
-        assert errors[algorithm] < errors["none"], algorithm
+def test_swinunetr_bias_correction_and_smoothquant_help_rotations_do_not():
+    # none 4.697, bias_correction 4.114 (-12.4%), smoothquant 4.514 (-3.9%), hadamard 4.962
+    # (+5.6%), reparam 4.961 (+5.6%)
+    algorithms = ["none", "smoothquant", "hadamard", "bias_correction", "reparam"]
+    errors = logit_errors("tiny_swinunetr", algorithms, 64, n_calib=4, n_held=2)
+    assert errors["bias_correction"] < 0.95 * errors["none"]
+    assert errors["smoothquant"] < 0.98 * errors["none"]
+    assert errors["hadamard"] > 1.02 * errors["none"]
+    assert errors["reparam"] > 1.02 * errors["none"]
