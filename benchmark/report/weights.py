@@ -3,7 +3,7 @@ rows with its predecessor's without saying so."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import pandas as pd
 
@@ -17,11 +17,8 @@ def mixed_weights_notes(results: pd.DataFrame) -> list[str]:
     """One line per model whose rows come from more than one set of weights (the ``weights``
     column, :func:`benchmark.points.sources.weights_digest`), naming the runs made with weights
     other than the newest run's. Rows written before runs recorded their weights are left out."""
-    if "weights" not in results.columns:
-        return []
-    known = results.dropna(subset=["weights"])
     notes = []
-    for model, rows in known.groupby("model", sort=True):
+    for model, rows in _rows_with_known_weights(results):
         if rows["weights"].nunique() < 2:
             continue
         newest = rows.sort_values("created")["weights"].iloc[-1]
@@ -45,11 +42,9 @@ def unshipped_weights_notes(results: pd.DataFrame, shipped: Mapping[str, str]) -
     today (``shipped``: model -> digest): after a baseline is retrained, a committed table that
     has not been rerun describes its predecessor. Rows of runs on a user's own checkpoint of a
     shipped model differ on purpose, so the line says how to tell."""
-    if "weights" not in results.columns:
-        return []
     notes = []
-    for model, rows in results.dropna(subset=["weights"]).groupby("model", sort=True):
-        current = shipped.get(str(model))
+    for model, rows in _rows_with_known_weights(results):
+        current = shipped.get(model)
         if current is None:
             continue
         other = rows.loc[rows["weights"] != current]
@@ -62,3 +57,11 @@ def unshipped_weights_notes(results: pd.DataFrame, shipped: Mapping[str, str]) -
             "(runs on your own checkpoint differ on purpose)"
         )
     return notes
+
+
+def _rows_with_known_weights(results: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
+    """Each model's rows that recorded their weights, by model name."""
+    if "weights" not in results.columns:
+        return
+    for model, rows in results.dropna(subset=["weights"]).groupby("model", sort=True):
+        yield str(model), rows

@@ -45,19 +45,18 @@ def test_folder_digest_names_which_file_holds_what(tmp_path):
     assert content_digest(moved) != before
 
 
-def _rows(model, weights, run_id, created):
-    return {"model": model, "weights": weights, "run_id": run_id, "created": created}
+def _results(*rows):
+    """Result rows from (model, weights, run_id, created) tuples."""
+    return pd.DataFrame(rows, columns=["model", "weights", "run_id", "created"])
 
 
 def test_report_warns_only_for_models_with_two_sets_of_weights():
-    results = pd.DataFrame(
-        [
-            _rows("tiny_unet", "aaaa", "old-run", "2026-01-01T00:00:00"),
-            _rows("tiny_unet", "bbbb", "new-run", "2026-02-01T00:00:00"),
-            _rows("tiny_unet", "bbbb", "new-run-2", "2026-02-02T00:00:00"),
-            _rows("tiny_swin", "cccc", "swin-run", "2026-01-01T00:00:00"),
-            _rows("tiny_swin", None, "legacy-run", "2025-01-01T00:00:00"),
-        ]
+    results = _results(
+        ("tiny_unet", "aaaa", "old-run", "2026-01-01T00:00:00"),
+        ("tiny_unet", "bbbb", "new-run", "2026-02-01T00:00:00"),
+        ("tiny_unet", "bbbb", "new-run-2", "2026-02-02T00:00:00"),
+        ("tiny_swin", "cccc", "swin-run", "2026-01-01T00:00:00"),
+        ("tiny_swin", None, "legacy-run", "2025-01-01T00:00:00"),
     )
     notes = mixed_weights_notes(results)
     assert len(notes) == 1
@@ -66,13 +65,11 @@ def test_report_warns_only_for_models_with_two_sets_of_weights():
 
 
 def test_report_warns_for_rows_made_with_other_than_the_shipped_weights():
-    results = pd.DataFrame(
-        [
-            _rows("tiny_unet", "aaaa", "old-run", "2026-01-01T00:00:00"),
-            _rows("tiny_unet", "bbbb", "new-run", "2026-02-01T00:00:00"),
-            _rows("tiny_swin", "cccc", "swin-run", "2026-01-01T00:00:00"),
-            _rows("user_net", "dddd", "user-run", "2026-01-01T00:00:00"),
-        ]
+    results = _results(
+        ("tiny_unet", "aaaa", "old-run", "2026-01-01T00:00:00"),
+        ("tiny_unet", "bbbb", "new-run", "2026-02-01T00:00:00"),
+        ("tiny_swin", "cccc", "swin-run", "2026-01-01T00:00:00"),
+        ("user_net", "dddd", "user-run", "2026-01-01T00:00:00"),
     )
     shipped = {"tiny_unet": "bbbb", "tiny_swin": "cccc"}
     notes = unshipped_weights_notes(results, shipped)
