@@ -43,8 +43,9 @@ class TrainerConfigError(ValueError):
 class TrainerConfig:
     """Hyper-parameters and run options of :class:`benchmark.train.Trainer`.
 
-    Defaults are the ones the shipped phantom baselines were trained with; see
-    ``conf/train.yaml`` for the reasoning behind each.
+    Defaults are a short schedule for trying a model out; the shipped phantom baselines set a
+    longer one on the command line, which each baseline's record (``<name>.json``, ``command``)
+    names. ``conf/train.yaml`` gives the reasoning behind each default.
 
     Example:
         ``TrainerConfig(epochs=2, iterations_per_epoch=4, patch_size=[16, 32, 32])`` trains
